@@ -1,0 +1,1 @@
+"""Capture, speaker, endpointer, codecs, resampling and device lookup; no network."""

@@ -1,0 +1,135 @@
+"""A single-producer single-consumer sample ring with a pre-buffer: the speaker's jitter buffer.
+
+The event loop pushes decoded audio; the PortAudio callback (or a paced file writer) pulls fixed blocks.
+Neither side blocks or allocates per call: positions are plain integers that only their owner writes,
+and a flush is a request that the reader applies at its next pull.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+class JitterBuffer:
+    """Plays pushed samples back to back; starts after `prebuffer` samples (or at end of stream)."""
+
+    def __init__(
+        self,
+        capacity: int,
+        prebuffer: int,
+        clock: Callable[[], float] = time.monotonic,
+        latency_slots: int = 4096,
+    ) -> None:
+        self._ring = np.zeros(capacity, dtype=np.int16)
+        self.capacity = capacity
+        self.prebuffer = prebuffer
+        self._clock = clock
+        self._written = 0  # owned by the producer
+        self._read = 0  # owned by the consumer
+        self._flush_to = 0  # producer's request, applied by the consumer
+        self._eos_at = -1  # producer: stream ends when the reader reaches this position
+        self._playing = False  # consumer
+        self.underruns = 0
+        self.played_samples = 0
+        self.first_sample_time: float | None = None
+        self.on_drained: Callable[[], None] | None = None
+        # (position of the first sample of a push, arrival time): latency to hand-off is measured per push
+        self._marks: collections.deque[tuple[int, float]] = collections.deque(maxlen=latency_slots)
+        self.latencies = np.zeros(latency_slots, dtype=np.float64)
+        self.latency_count = 0
+
+    # ------------------------------------------------------------------ producer (event loop)
+    def free(self) -> int:
+        """Samples that can be pushed now without overwriting unplayed audio."""
+        return self.capacity - (self._written - max(self._read, self._flush_to))
+
+    def push(self, samples: np.ndarray, arrival: float | None = None) -> int:
+        """Append samples; returns how many were taken (fewer when the ring is full)."""
+        n = min(len(samples), self.free())
+        if n <= 0:
+            return 0
+        start = self._written % self.capacity
+        first = min(n, self.capacity - start)
+        self._ring[start : start + first] = samples[:first]
+        if n > first:
+            self._ring[: n - first] = samples[first:n]
+        self._marks.append((self._written, self._clock() if arrival is None else arrival))
+        self._written += n
+        self._eos_at = -1
+        return n
+
+    def end_of_stream(self) -> None:
+        """No more audio for this reply: play what is buffered even if below the pre-buffer, then drain."""
+        self._eos_at = self._written
+
+    def flush(self) -> None:
+        """Drop everything not yet played (barge-in); takes effect at the reader's next pull."""
+        self._flush_to = self._written
+        self._eos_at = self._written
+        self._marks.clear()
+
+    def buffered(self) -> int:
+        """Samples waiting to be played."""
+        return self._written - max(self._read, self._flush_to)
+
+    def reset_stream(self) -> None:
+        """Start a new reply: the first-sample time and the pre-buffer apply again."""
+        self.first_sample_time = None
+
+    # ------------------------------------------------------------------ consumer (audio thread)
+    def pull(self, out: np.ndarray) -> int:
+        """Fill `out` with the next samples (zeros where there are none); returns samples of audio."""
+        if self._flush_to > self._read:
+            self._read = self._flush_to
+            self._playing = False
+        written = self._written
+        avail = written - self._read
+        eos = self._eos_at >= 0 and self._eos_at <= written
+        if not self._playing:
+            if avail > 0 and (avail >= self.prebuffer or eos):
+                self._playing = True
+            else:
+                out[:] = 0
+                if eos and avail == 0:
+                    self._drained()
+                return 0
+        n = min(len(out), avail)
+        start = self._read % self.capacity
+        first = min(n, self.capacity - start)
+        out[:first] = self._ring[start : start + first]
+        if n > first:
+            out[first:n] = self._ring[: n - first]
+        out[n:] = 0
+        if n and self.first_sample_time is None:
+            self.first_sample_time = self._clock()
+        self._note_latency(self._read, self._read + n)
+        self._read += n
+        self.played_samples += n
+        if n < len(out):
+            self._playing = False
+            if eos:
+                self._drained()
+            else:
+                self.underruns += 1
+        return n
+
+    def _note_latency(self, begin: int, end: int) -> None:
+        marks = self._marks
+        if not marks:
+            return
+        now = self._clock()
+        while marks and marks[0][0] < end:
+            pos, arrival = marks.popleft()
+            if pos >= begin:
+                self.latencies[self.latency_count % len(self.latencies)] = now - arrival
+                self.latency_count += 1
+
+    def _drained(self) -> None:
+        self._eos_at = -1
+        callback = self.on_drained
+        if callback is not None:
+            callback()

@@ -1,0 +1,1 @@
+"""Protocols joined to their transports, each exposing the Backend interface of companion.events."""

@@ -1,0 +1,398 @@
+"""TOML file → frozen dataclasses, one per concern; every error names file, key, what was expected and found.
+
+The loader is the only place that knows the file format. Each field carries its documentation and its
+limits in `metadata`, so validation and the commented default config come from one table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from .errors import ConfigError
+
+OFFICIAL_OTA_URL = "https://api.tenclass.net/xiaozhi/ota/"
+MINDCRAFT_SOCKET_URL = "wss://api.mindcraft.com.cn/socket-v1/"
+
+
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    choices: Iterable[Any] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    """A dataclass field with its one-line documentation and limits."""
+    meta: dict[str, Any] = {"doc": doc}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if minimum is not None:
+        meta["minimum"] = minimum
+    if maximum is not None:
+        meta["maximum"] = maximum
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    """Where sound comes from and goes to, and how it is encoded."""
+
+    input: str = setting("default", "microphone: a sound device name or index, a .wav path, or 'bridge'")
+    output: str = setting("default", "speaker: a sound device name or index, or a .wav path to write")
+    device_rate: int = setting(
+        0,
+        "sample rate to open the devices at; 0 = the pipeline rate if the device takes it, else its default",
+        minimum=0,
+        maximum=192000,
+    )
+    codec: str = setting("opus", "uplink codec when the backend lets us choose", choices=("opus", "pcm"))
+    opus_bitrate: int = setting(24000, "Opus encoder bitrate in bit/s", minimum=6000, maximum=128000)
+    opus_complexity: int = setting(0, "Opus encoder complexity (0 is cheapest)", minimum=0, maximum=10)
+    prebuffer_ms: int = setting(
+        120, "speaker jitter buffer filled before playback starts", minimum=0, maximum=2000
+    )
+    playback_rate: int = setting(
+        24000, "rate the reply is decoded and played at", choices=(16000, 24000, 48000)
+    )
+    volume: int = setting(70, "speaker volume 0-100", minimum=0, maximum=100)
+    prompts_language: str = setting("en", "language of spoken prompts and earcons", choices=("en", "zh"))
+    echo: str = setting(
+        "none",
+        "echo path: 'none' (speaker build, mic closed while speaking), 'headset', or 'aec'",
+        choices=("none", "headset", "aec"),
+    )
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    """The endpointer: when speech starts and when it ends."""
+
+    aggressiveness: int = setting(2, "webrtcvad aggressiveness, 0 (least) to 3 (most)", minimum=0, maximum=3)
+    frame_ms: int = setting(30, "VAD frame length", choices=(10, 20, 30))
+    start_voiced: int = setting(4, "speech starts when this many of the last start_window frames are voiced",
+                                minimum=1, maximum=50)  # fmt: skip
+    start_window: int = setting(6, "frames looked at for the start trigger", minimum=1, maximum=50)
+    hangover_ms: int = setting(700, "silence that ends speech", minimum=100, maximum=5000)
+    preroll_ms: int = setting(300, "audio kept from before the start trigger", minimum=0, maximum=2000)
+    max_utterance_s: float = setting(15.0, "longest utterance before it is cut", minimum=1, maximum=120)
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Which cloud agent, and what starts a turn."""
+
+    kind: str = setting("xiaozhi", "the voice agent protocol", choices=("xiaozhi", "chatbot_v3"))
+    trigger: str = setting(
+        "vad", "what starts a turn: speech ('vad'), a button, or a wake word",
+        choices=("vad", "button", "wake_word"),
+    )  # fmt: skip
+    reconnect_max_s: float = setting(60.0, "cap of the reconnect backoff", minimum=1, maximum=3600)
+
+
+@dataclass(frozen=True)
+class XiaozhiSettings:
+    """xiaozhi.me, Qiniu and self-hosted xiaozhi-esp32-server."""
+
+    ota_url: str = setting(OFFICIAL_OTA_URL, "OTA endpoint that hands out the websocket/MQTT address")
+    websocket_url: str = setting("", "skip OTA and connect here (e.g. ws://host:8000/xiaozhi/v1/)")
+    token: str = setting("", "bearer token for websocket_url (secret: prefer COMPANION_XIAOZHI_TOKEN)")
+    protocol_version: int = setting(1, "websocket binary framing version", choices=(1, 2, 3))
+    transport: str = setting("auto", "'auto' follows the OTA reply", choices=("auto", "websocket", "mqtt"))
+    listen_mode: str = setting(
+        "auto", "who ends the utterance: server VAD, us, or full duplex",
+        choices=("auto", "manual", "realtime"),
+    )  # fmt: skip
+    device_id: str = setting("", "MAC-shaped device id; empty = the primary interface's MAC")
+    board_name: str = setting("companion-pi", "board name sent in OTA and MCP")
+    hello_timeout_s: float = setting(10.0, "wait for the server hello", minimum=1, maximum=60)
+    settle_ms: int = setting(
+        1000, "wait after hello (or MCP initialize) before the first audio", minimum=0, maximum=10000
+    )
+    idle_timeout_s: float = setting(
+        120.0, "channel is dead after this long with nothing received", minimum=10, maximum=3600
+    )
+    tls_ca: str = setting("", "PEM file of a CA to trust for wss:// and https:// (self-hosted servers)")
+    language: str = setting("zh-CN", "Accept-Language sent to OTA")
+    reboot_action: str = setting(
+        "restart", "what a server 'system reboot' does", choices=("restart", "ignore")
+    )
+    custom_replace_prompt: dict[str, Any] = setting(
+        {}, "Qiniu agent_params.custom_replace_prompt placeholders"
+    )
+
+
+@dataclass(frozen=True)
+class ChatbotV3Settings:
+    """Mindcraft chat_bot_v3 socket agent."""
+
+    url: str = setting(MINDCRAFT_SOCKET_URL, "agent socket URL")
+    api_key: str = setting("", "API key (secret: prefer COMPANION_MINDCRAFT_KEY)")
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """The ESP32 serial bridge for LEDs, button and optional microphone."""
+
+    port: str = setting("", "'' = off, 'auto' = detect by USB id, or a serial device path")
+    baudrate: int = setting(921600, "UART speed (ignored by USB-CDC and ptys)", minimum=9600, maximum=4000000)
+
+
+@dataclass(frozen=True)
+class LedSettings:
+    """How states and emotions look."""
+
+    brightness: int = setting(60, "LED brightness 0-100", minimum=0, maximum=100)
+    show_emotions: bool = setting(True, "tint the speaking animation with the agent's emotion")
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """Per-turn records and metrics."""
+
+    enabled: bool = setting(True, "append one JSON line per turn to turns.jsonl in the state directory")
+    max_bytes: int = setting(5_000_000, "rotate turns.jsonl at this size", minimum=10_000)
+    prometheus_port: int = setting(
+        0, "0 = off; else serve metrics on 127.0.0.1:<port>", minimum=0, maximum=65535
+    )
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Logging."""
+
+    level: str = setting("info", "log level", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration; one attribute per TOML section."""
+
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    vad: VadSettings = field(default_factory=VadSettings)
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    xiaozhi: XiaozhiSettings = field(default_factory=XiaozhiSettings)
+    chatbot_v3: ChatbotV3Settings = field(default_factory=ChatbotV3Settings)
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)
+    leds: LedSettings = field(default_factory=LedSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    source: str = "<defaults>"
+
+
+SECTIONS: dict[str, type] = {
+    name: hint for name, hint in typing.get_type_hints(Settings).items() if name != "source"
+}
+
+
+def config_search_path() -> list[Path]:
+    """Where a config file is looked for when --config is not given, first match wins."""
+    paths: list[Path] = []
+    env = os.environ.get("COMPANION_CONFIG")
+    if env:
+        paths.append(Path(env))
+    if os.environ.get("CONFIGURATION_DIRECTORY"):  # systemd ConfigurationDirectory=
+        paths.append(Path(os.environ["CONFIGURATION_DIRECTORY"].split(":")[0]) / "companion.toml")
+    paths.append(Path("/etc/companion/companion.toml"))
+    paths.append(Path.home() / ".config" / "companion" / "companion.toml")
+    return paths
+
+
+def find_config(explicit: str | None) -> Path | None:
+    """The config file to load, or None to run on defaults."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{explicit}: config file not found (give an existing file to --config)")
+        return path
+    for path in config_search_path():
+        if path.is_file():
+            return path
+    return None
+
+
+def load_settings(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Settings:
+    """Load, merge `--set SECTION.KEY=VALUE` overrides, validate; raises ConfigError naming the key."""
+    file_path = find_config(str(path) if path else None)
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if file_path is not None:
+        source = str(file_path)
+        try:
+            data = tomllib.loads(file_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    for item in overrides:
+        _apply_override(data, item)
+    return settings_from_mapping(data, source)
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise ConfigError(f"--set {item}: expected SECTION.KEY=VALUE, e.g. --set audio.input=mic.wav")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare words are strings: --set audio.input=default
+    data.setdefault(section, {})
+    if not isinstance(data[section], dict):
+        raise ConfigError(f"--set {item}: [{section}] is not a section")
+    data[section][name] = value
+
+
+def settings_from_mapping(data: Mapping[str, Any], source: str = "<defaults>") -> Settings:
+    """Validate a parsed TOML document against the section dataclasses."""
+    sections: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in SECTIONS:
+            known = ", ".join(f"[{s}]" for s in SECTIONS)
+            raise ConfigError(f"{source}: [{name}]: unknown section (known: {known})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {name}: expected a [{name}] table, got {_describe(value)}")
+        sections[name] = _build_section(SECTIONS[name], name, value, source)
+    return Settings(**sections, source=source)
+
+
+def _build_section(cls: type, section: str, values: Mapping[str, Any], source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        where = f"{source}: {section}.{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{where}: unknown key (known keys in [{section}]: {known})")
+        kwargs[key] = _check_value(where, hints[key], fields[key].metadata, value)
+    return cls(**kwargs)
+
+
+def _check_value(where: str, hint: Any, meta: Mapping[str, Any], value: Any) -> Any:
+    value = _check_type(where, hint, value)
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        expected = " or ".join(repr(c) for c in choices)
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+    lo, hi = meta.get("minimum"), meta.get("maximum")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{where}: expected a value ≥ {lo}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where}: expected a value ≤ {hi}, got {value!r}")
+    return value
+
+
+def _check_type(where: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _check_type(where, option, value)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {_describe(value)}")
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is dict or hint is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif (origin is list or hint is list) and isinstance(value, list):
+        return list(value)
+    raise ConfigError(f"{where}: expected {_type_name(hint)}, got {_describe(value)}")
+
+
+def _type_name(hint: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if origin is dict or hint is dict:
+        return "a table"
+    if origin is list or hint is list:
+        return "a list"
+    return str(hint)
+
+
+def _describe(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a table"}  # fmt: skip
+    return f"{kinds.get(type(value), type(value).__name__)} {value!r}"
+
+
+def describe_settings(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Settings as plain data, for `companion config show` and debug logs (secrets masked)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in SECTIONS:
+        section = getattr(settings, name)
+        out[name] = {
+            f.name: ("***" if _is_secret(f.name) and getattr(section, f.name) else getattr(section, f.name))
+            for f in dataclasses.fields(section)
+        }
+    return out
+
+
+def _is_secret(key: str) -> bool:
+    return any(word in key for word in ("token", "key", "secret", "password"))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def default_toml() -> str:
+    """The fully commented default configuration (what configs/companion.toml holds)."""
+    lines = [
+        "# companion configuration. Every key is shown with its default; delete what you don't change.",
+        "# Search order: --config, $COMPANION_CONFIG, /etc/companion/companion.toml,",
+        "# ~/.config/companion/companion.toml. Override one key with --set SECTION.KEY=VALUE.",
+        "# Secrets (tokens, API keys) are better given as environment variables or systemd credentials.",
+    ]
+    for name, cls in SECTIONS.items():
+        lines += ["", f"[{name}]", f"# {(cls.__doc__ or '').strip()}"]
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            limits = []
+            if "choices" in meta:
+                limits.append("one of " + ", ".join(_toml_value(c) for c in meta["choices"]))
+            if "minimum" in meta or "maximum" in meta:
+                lo, hi = meta.get("minimum", ""), meta.get("maximum", "")
+                limits.append(f"range {lo}..{hi}")
+            suffix = f" ({'; '.join(limits)})" if limits else ""
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
+            lines.append(f"# {meta.get('doc', '')}{suffix}")
+            lines.append(f"{f.name} = {_toml_value(default)}")
+    return "\n".join(lines) + "\n"

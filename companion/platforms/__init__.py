@@ -1,0 +1,1 @@
+"""HTTP management clients for the voice platforms; independent of the runtime."""

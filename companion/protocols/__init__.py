@@ -1,0 +1,1 @@
+"""Sans-I/O protocol cores: bytes in → events out, events in → bytes out; no sockets, asyncio or clocks."""

@@ -1,0 +1,192 @@
+"""The one place that builds things: settings → capture, speaker, backend, bridge, conversation, and
+the tasks that run them. Tests wire real local peers by giving different settings, not by patching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .audio.capture import AudioSource, DeviceCapture, QueueSource, WavSource
+from .audio.endpointer import Endpointer
+from .audio.speaker import AudioSink, DeviceSpeaker, WavSpeaker
+from .config import Settings
+from .conversation import Conversation, Turn
+from .errors import ConfigError
+from .events import Backend, BackendEvent, DeviceState, EventSink, ListenMode, RestartRequested, ToolRequest
+
+log = logging.getLogger(__name__)
+
+
+def is_wav_path(spec: str) -> bool:
+    """True when an --input/--output value names a WAV file rather than a sound device."""
+    return spec.lower().endswith(".wav")
+
+
+def build_source(settings: Settings) -> AudioSource:
+    """The microphone named by audio.input (device, WAV file, or 'bridge')."""
+    spec = settings.audio.input
+    if spec == "bridge":
+        if not settings.bridge.port:
+            raise ConfigError(f"{settings.source}: audio.input: 'bridge' needs [bridge] port to be set")
+        return QueueSource()
+    if is_wav_path(spec):
+        return WavSource(spec)
+    return DeviceCapture(spec, settings.audio.device_rate)
+
+
+def build_sink(settings: Settings) -> AudioSink:
+    """The speaker named by audio.output (device or WAV file to write)."""
+    spec = settings.audio.output
+    if is_wav_path(spec):
+        return WavSpeaker(spec, settings.audio.playback_rate, settings.audio.prebuffer_ms)
+    return DeviceSpeaker(
+        spec, settings.audio.playback_rate, settings.audio.prebuffer_ms, settings.audio.device_rate
+    )
+
+
+def build_backend(settings: Settings, sink: EventSink) -> Backend:
+    """The voice agent backend chosen by backend.kind."""
+    if settings.backend.kind == "chatbot_v3":
+        from .backends.chatbot_v3 import ChatbotV3Backend
+
+        return ChatbotV3Backend(settings.chatbot_v3, sink, playback_rate=settings.audio.playback_rate)
+    from .backends.xiaozhi import build_xiaozhi_backend
+
+    return build_xiaozhi_backend(settings, sink)
+
+
+def listen_mode_for(settings: Settings) -> ListenMode:
+    """xiaozhi takes its mode from config; chat_bot_v3 has no server VAD, so we end utterances (manual)."""
+    if settings.backend.kind == "chatbot_v3":
+        return ListenMode.MANUAL
+    return ListenMode(settings.xiaozhi.listen_mode)
+
+
+@dataclass
+class RunOptions:
+    """How a run ends and what it prints."""
+
+    turns: int | None = None  # exit 0 after this many completed turns
+    on_turn: Callable[[Turn], None] | None = None
+    on_state: Callable[[DeviceState, DeviceState], None] | None = None
+    console_button: bool = True  # Enter on a terminal = button press
+    extra_tasks: list[Callable[[], Any]] = field(default_factory=list)
+
+
+class Runtime:
+    """Builds the parts from settings and supervises their tasks."""
+
+    def __init__(self, settings: Settings, options: RunOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or RunOptions()
+        self.conversation: Conversation | None = None
+        self.backend: Backend | None = None
+        self.source: AudioSource | None = None
+        self.sink: AudioSink | None = None
+        self.started = time.monotonic()
+        self.ready_at: float | None = None
+        self._stop = asyncio.Event()
+        self._exit_code = 0
+        self._tool_handler: Callable[[ToolRequest], Any] | None = None
+
+    def stop(self, code: int = 0) -> None:
+        """Ask the run to finish (SIGTERM, --turns reached)."""
+        self._exit_code = code
+        self._stop.set()
+
+    def _dispatch(self, event: BackendEvent) -> None:
+        if isinstance(event, ToolRequest):
+            if self._tool_handler is not None:
+                self._tool_handler(event)
+            return
+        if isinstance(event, RestartRequested):
+            log.warning("server asked for a restart: %s", event.reason)
+            return
+        assert self.conversation is not None
+        self.conversation.on_backend_event(event)
+
+    def _turn_done(self, turn: Turn) -> None:
+        if self.options.on_turn is not None:
+            self.options.on_turn(turn)
+        conv = self.conversation
+        if self.options.turns is not None and conv is not None and conv.turns_completed >= self.options.turns:
+            log.info("%d turn(s) completed; exiting", conv.turns_completed)
+            self.stop(0)
+
+    async def run(self) -> int:
+        """Run until stopped; returns the exit status."""
+        settings = self.settings
+        self.sink = build_sink(settings)
+        self.source = build_source(settings)
+        self.backend = build_backend(settings, self._dispatch)
+        endpointer = Endpointer(settings.vad, emit_quiet=True)
+        conv = Conversation(
+            self.backend, self.sink, endpointer, settings.audio,
+            listen_mode=listen_mode_for(settings), trigger=settings.backend.trigger,
+        )  # fmt: skip
+        self.conversation = conv
+        conv.on_turn(self._turn_done)
+        if self.options.on_state is not None:
+            conv.subscribe(self.options.on_state)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self.backend.run(), name="backend"),
+                    group.create_task(conv.run(), name="conversation"),
+                    group.create_task(self._capture(), name="capture"),
+                ]
+                if self.options.console_button and sys.stdin is not None and sys.stdin.isatty():
+                    tasks.append(group.create_task(self._console_button(), name="console"))
+                for make in self.options.extra_tasks:
+                    tasks.append(group.create_task(make()))
+                self.ready_at = time.monotonic()
+                log.debug("ready in %.3f s", self.ready_at - self.started)
+                await self._stop.wait()
+                await conv.close()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self._shutdown()
+        return self._exit_code
+
+    async def _capture(self) -> None:
+        assert self.source is not None and self.conversation is not None
+        async for block in self.source.blocks():
+            self.conversation.on_audio(block)
+
+    async def _console_button(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        with contextlib.suppress(Exception):
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+            while line := await reader.readline():
+                del line
+                if self.conversation is not None:
+                    self.conversation.on_button("press")
+
+    async def _shutdown(self) -> None:
+        for closer in (
+            self.backend.close if self.backend else None,
+            self.source.close if self.source else None,
+        ):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(closer(), 1.0)
+        if self.sink is not None:
+            shutdown = getattr(self.sink, "shutdown", self.sink.close)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(shutdown(), 1.0)
+
+    def healthy(self) -> bool:
+        """For the watchdog: audio callbacks are arriving and the loop is turning."""
+        now = time.monotonic()
+        return (self.source is None or self.source.healthy(now)) and (
+            self.sink is None or self.sink.healthy(now)
+        )

@@ -1,0 +1,1 @@
+"""Device tools the agent can call over MCP."""

@@ -1,0 +1,108 @@
+"""A private PulseAudio server with null sinks: a real sound card for tests on a machine without one.
+
+`spk` is the speaker (recorded from spk.monitor); `mic` is a source remapped from the null sink
+`micsink`, into which tests play WAV files. Recipe and traps: shared/spec/test-rig.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+RATE = 16000
+
+SCRIPT = f"""
+load-module module-native-protocol-unix auth-anonymous=1
+load-module module-null-sink sink_name=spk rate={RATE} channels=1 format=s16le norewinds=1
+load-module module-null-sink sink_name=micsink rate={RATE} channels=1 format=s16le norewinds=1
+load-module module-remap-source master=micsink.monitor source_name=mic
+set-default-sink spk
+set-default-source mic
+"""
+
+
+class PulseServer:
+    """Starts `pulseaudio` in a private runtime directory; `env` is what clients need."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="companion-pulse-"))
+        os.chmod(self.dir, 0o700)
+        self.env = dict(os.environ)
+        self.env["XDG_RUNTIME_DIR"] = str(self.dir)
+        self.env["PULSE_SERVER"] = f"unix:{self.dir}/pulse/native"
+        self.env.pop("PULSE_SINK", None)
+        self.env.pop("PULSE_SOURCE", None)
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    @staticmethod
+    def available() -> bool:
+        """True when the pulseaudio binaries are installed."""
+        return all(shutil.which(b) for b in ("pulseaudio", "pactl", "pacat", "paplay"))
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the server and the keep-alive stream; waits until `pactl info` answers."""
+        script = self.dir / "test.pa"
+        script.write_text(SCRIPT)
+        server = subprocess.Popen(
+            ["pulseaudio", "-n", "-F", str(script), "--daemonize=no", "--exit-idle-time=-1",
+             "--disallow-exit", "--log-target=stderr", "--log-level=error"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._procs.append(server)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError(f"pulseaudio exited with {server.returncode}")
+            ok = subprocess.run(["pactl", "info"], env=self.env, capture_output=True, timeout=5)
+            if ok.returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("pulseaudio did not answer in time")
+        # Without a stream into micsink, the first capture callback can arrive ~1.6 s late.
+        self._procs.append(subprocess.Popen(
+            ["pacat", "--playback", "--device=micsink", "--latency-msec=20", "--raw", "--format=s16le",
+             f"--rate={RATE}", "--channels=1", "/dev/zero"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+
+    def play_into_mic(self, wav: str | Path) -> subprocess.Popen[bytes]:
+        """Start playing a WAV into the virtual microphone (real time); returns the process."""
+        return subprocess.Popen(["paplay", "--device=micsink", str(wav)], env=self.env)
+
+    def record_speaker(self, path: str | Path) -> subprocess.Popen[bytes]:
+        """Start recording the virtual speaker to a raw s16le 16 kHz mono file."""
+        return subprocess.Popen(
+            ["parec", "--device=spk.monitor", "--raw", "--format=s16le", f"--rate={RATE}", "--channels=1",
+             "--latency-msec=20", str(path)],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop everything started here and remove the runtime directory."""
+        for proc in reversed(self._procs):
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            if proc.poll() is None:
+                proc.kill()
+        self._procs.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_pulse() -> Iterator[PulseServer]:
+    """A started PulseServer, stopped afterwards."""
+    server = PulseServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,96 @@
+"""The speaker's jitter buffer: gapless, ordered, pre-buffered, flushable (property-based)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from companion.audio.jitter import JitterBuffer
+
+chunks = st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=40)
+
+
+def ramp(start: int, n: int) -> np.ndarray:
+    return (np.arange(start, start + n) % 30000 + 1).astype(np.int16)
+
+
+@given(sizes=chunks, block=st.integers(min_value=1, max_value=500), prebuffer=st.integers(0, 2000))
+@settings(max_examples=200, deadline=None)
+def test_everything_pushed_plays_once_in_order_without_gaps(
+    sizes: list[int], block: int, prebuffer: int
+) -> None:
+    buf = JitterBuffer(capacity=50_000, prebuffer=prebuffer)
+    pos = 0
+    for n in sizes:
+        assert buf.push(ramp(pos, n)) == n
+        pos += n
+    buf.end_of_stream()
+    drained = []
+    buf.on_drained = lambda: drained.append(True)
+    played: list[np.ndarray] = []
+    out = np.zeros(block, dtype=np.int16)
+    for _ in range(pos // block + 3):
+        n = buf.pull(out)
+        played.append(out[:n].copy())
+        if drained:
+            break
+    audio = np.concatenate(played)
+    assert np.array_equal(audio, ramp(0, pos))
+    assert drained == [True]
+    assert buf.underruns == 0
+
+
+@given(first=st.integers(1, 5000), prebuffer=st.integers(1, 5000))
+@settings(max_examples=100, deadline=None)
+def test_nothing_plays_before_the_prebuffer_fills_unless_the_stream_ended(first: int, prebuffer: int) -> None:
+    buf = JitterBuffer(capacity=20_000, prebuffer=prebuffer)
+    buf.push(ramp(0, first))
+    out = np.zeros(64, dtype=np.int16)
+    n = buf.pull(out)
+    assert (n > 0) == (first >= prebuffer)
+    if n == 0:
+        buf.end_of_stream()
+        assert buf.pull(out) == min(64, first)
+
+
+def test_flush_drops_unplayed_audio_at_the_next_pull_and_signals_drained() -> None:
+    buf = JitterBuffer(capacity=10_000, prebuffer=0)
+    drained = []
+    buf.on_drained = lambda: drained.append(True)
+    buf.push(ramp(0, 5000))
+    out = np.zeros(100, dtype=np.int16)
+    assert buf.pull(out) == 100
+    buf.flush()
+    assert buf.pull(out) == 0
+    assert not out.any()
+    assert drained == [True]
+    assert buf.buffered() == 0
+
+
+def test_underrun_is_counted_when_audio_stops_before_the_end() -> None:
+    buf = JitterBuffer(capacity=10_000, prebuffer=100)
+    buf.push(ramp(0, 150))
+    out = np.zeros(100, dtype=np.int16)
+    buf.pull(out)
+    buf.pull(out)
+    assert buf.underruns == 1
+
+
+@given(sizes=chunks)
+@settings(max_examples=50, deadline=None)
+def test_a_full_ring_takes_only_what_fits(sizes: list[int]) -> None:
+    buf = JitterBuffer(capacity=1000, prebuffer=0)
+    taken = sum(buf.push(ramp(0, n)) for n in sizes)
+    assert taken == min(1000, sum(sizes))
+    assert buf.free() == 1000 - taken
+
+
+def test_latency_is_measured_from_push_to_hand_off() -> None:
+    now = [10.0]
+    buf = JitterBuffer(capacity=10_000, prebuffer=0, clock=lambda: now[0])
+    buf.push(ramp(0, 480))
+    now[0] = 10.025
+    buf.pull(np.zeros(240, dtype=np.int16))
+    assert buf.latency_count == 1
+    assert abs(buf.latencies[0] - 0.025) < 1e-9
