@@ -37,9 +37,12 @@ class JitterBuffer:
         self.played_samples = 0
         self.first_sample_time: float | None = None
         self.on_drained: Callable[[], None] | None = None
-        # (position of the first sample of a push, arrival time): latency to hand-off is measured per push
-        self._marks: collections.deque[tuple[int, float]] = collections.deque(maxlen=latency_slots)
+        # (position of the first sample of a push, arrival time, samples queued ahead of it): latency to
+        # hand-off is measured per push, in total and beyond the audio that had to play before it
+        self._marks: collections.deque[tuple[int, float, int]] = collections.deque(maxlen=latency_slots)
+        self.rate = 0  # set by the owner to report `excess` latencies in seconds
         self.latencies = np.zeros(latency_slots, dtype=np.float64)
+        self.excess_latencies = np.zeros(latency_slots, dtype=np.float64)
         self.latency_count = 0
 
     # ------------------------------------------------------------------ producer (event loop)
@@ -57,7 +60,8 @@ class JitterBuffer:
         self._ring[start : start + first] = samples[:first]
         if n > first:
             self._ring[: n - first] = samples[first:n]
-        self._marks.append((self._written, self._clock() if arrival is None else arrival))
+        ahead = self._written - max(self._read, self._flush_to)
+        self._marks.append((self._written, self._clock() if arrival is None else arrival, ahead))
         self._written += n
         self._eos_at = -1
         return n
@@ -123,9 +127,11 @@ class JitterBuffer:
             return
         now = self._clock()
         while marks and marks[0][0] < end:
-            pos, arrival = marks.popleft()
+            pos, arrival, ahead = marks.popleft()
             if pos >= begin:
-                self.latencies[self.latency_count % len(self.latencies)] = now - arrival
+                slot = self.latency_count % len(self.latencies)
+                self.latencies[slot] = now - arrival
+                self.excess_latencies[slot] = now - arrival - (ahead / self.rate if self.rate else 0.0)
                 self.latency_count += 1
 
     def _drained(self) -> None:

@@ -55,6 +55,7 @@ class _SinkBase:
         self.rate = rate
         self.out_rate = out_rate
         self.buffer = JitterBuffer(out_rate * CAPACITY_S, out_rate * prebuffer_ms // 1000)
+        self.buffer.rate = out_rate
         self._resampler = MonoResampler(rate, out_rate)
         self._drained = asyncio.Event()
         self._drained.set()

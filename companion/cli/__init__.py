@@ -14,7 +14,10 @@ import click
 from ..errors import CompanionError
 
 # Each module defines click commands/groups and a `register(group)` function.
-COMMAND_MODULES = ("companion.cli.daemon",)
+COMMAND_MODULES = (
+    "companion.cli.daemon",
+    "companion.cli.doctor",
+)
 
 
 class CompanionGroup(click.Group):

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (JSON); run with `python -m bench`."""

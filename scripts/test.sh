@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (system packages, a virtualenv with the test extras) and runs
+# the whole suite. Extra arguments go to pytest, e.g. ./scripts/test.sh -k endpointer
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+venv=${COMPANION_VENV:-$here/.venv}
+
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+
+# Runtime libraries, a private PulseAudio with null sinks (a real sound card for the tests), speech
+# synthesis and sox for test audio, socat for serial pty pairs, mosquitto as the MQTT broker, and
+# systemd for `systemd-analyze verify`.
+pkgs=(libopus0 libportaudio2 python3-venv python3-pip pulseaudio pulseaudio-utils libasound2-plugins
+      espeak-ng sox socat mosquitto systemd)
+need=()
+for pkg in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing system packages: ${need[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+python=${PYTHON:-python3}
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/pip" install -q --upgrade pip
+"$venv/bin/pip" install -q -e "$here[test]"
+
+"$venv/bin/ruff" check companion firmware_bridge tests bench
+"$venv/bin/mypy" companion firmware_bridge
+exec "$venv/bin/pytest" -q "$@"
