@@ -1,6 +1,7 @@
 """Uplink and downlink cost of the pipeline as it runs, against calling libopus/webrtcvad directly.
 
-Uplink: capture blocks (16 kHz, or 48 kHz for a device that needs it) → resample to 16 kHz → endpointer (webrtcvad) → 60 ms Opus encode.
+Uplink: capture blocks (16 kHz, or 48 kHz for a device that needs it) → resample to 16 kHz →
+endpointer (webrtcvad) → 60 ms Opus encode.
 Raw: webrtcvad on the same 30 ms frames + libopus encode of the same 60 ms frames.
 Downlink: 24 kHz Opus packets → decode → jitter buffer push/pull (what the playback path does).
 Raw: libopus decode of the same packets.

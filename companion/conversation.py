@@ -142,6 +142,8 @@ class Conversation:
         self.uplink_dropped = 0
         self.downlink_dropped = 0
         self.turn_finished = asyncio.Event()
+        self._state_changed = asyncio.Event()
+        self._last_voice = 0.0
 
     # ------------------------------------------------------------------ subscriptions
     def subscribe(self, listener: StateListener) -> None:
@@ -170,6 +172,8 @@ class Conversation:
             log.debug("state %s → %s is not allowed; staying %s", old, new, old)
             return
         self.state = new
+        self._state_changed.set()
+        self._state_changed = asyncio.Event()
         log.info("state: %s → %s", old.value, new.value)
         if new in (S.IDLE, S.LISTENING, S.CONNECTING):
             self._set_emotion("neutral")
@@ -178,6 +182,12 @@ class Conversation:
                 listener(old, new)
             except Exception:
                 log.exception("state listener failed")
+
+    async def wait_for_state(self, *states: DeviceState) -> DeviceState:
+        """Return once the state is one of `states` (callers bound the wait with a timeout)."""
+        while self.state not in states:
+            await self._state_changed.wait()
+        return self.state
 
     def _set_emotion(self, name: str) -> None:
         if name == self.emotion:
@@ -256,6 +266,8 @@ class Conversation:
                     self._stream(event.audio)
             elif isinstance(event, SpeechFinished):
                 self._speech_finished(event.reason)
+        if self.endpointer.voice_active:
+            self._last_voice = self.clock()
         if self.endpointer.voice_active != self.voice_active:
             self.voice_active = self.endpointer.voice_active
             if self.state is S.LISTENING:
@@ -299,7 +311,7 @@ class Conversation:
         if self.turn is None or self.state is not S.LISTENING or not self._streaming:
             return
         now = self.clock()
-        self.turn.mark("speech_end", now)
+        self._mark_speech_end()
         log.info("end of speech (%s) after %.1f s", reason, now - self.turn.marks.get("speech_start", now))
         if self.listen_mode is ListenMode.MANUAL or reason == "max_length":
             self._stop_streaming()
@@ -385,6 +397,8 @@ class Conversation:
         if turn is None:
             return
         turn.outcome = outcome
+        if not {"speech_start", "stt", "first_reply_audio"} & turn.marks.keys() and turn.trigger != "text":
+            return  # a follow-up window nobody used, or a turn that never began: nothing to report
         first_sample = self.speaker.buffer.first_sample_time
         if first_sample is not None and "first_reply_audio" in turn.marks:
             turn.mark("first_sample_played", first_sample)
@@ -398,6 +412,12 @@ class Conversation:
             except Exception:
                 log.exception("turn listener failed")
         self.turn_finished.set()
+
+    def _mark_speech_end(self) -> None:
+        """The user stopped talking at the last voiced frame (not when the hangover or server noticed)."""
+        turn = self.turn
+        if turn is not None and "speech_start" in turn.marks:
+            turn.mark("speech_end", max(self._last_voice, turn.marks["speech_start"]))
 
     def _arm_timer(self, delay: float, callback: Callable[[], None]) -> None:
         self._cancel_timer()
@@ -436,8 +456,11 @@ class Conversation:
             handler(event)
 
     def _on_Connected(self, event: Connected) -> None:
-        log.info("connected to the %s server%s", self.backend.name,
-                 f" (session {event.session_id})" if event.session_id else "")  # fmt: skip
+        log.info(
+            "connected to the %s server%s",
+            self.backend.name,
+            f" (session {event.session_id})" if event.session_id else "",
+        )
         self.set_state(S.IDLE)
 
     def _on_Disconnected(self, event: Disconnected) -> None:
@@ -455,6 +478,7 @@ class Conversation:
         if self.turn is None:
             return
         self.turn.mark("stt", self.clock())
+        self._mark_speech_end()
         self.turn.transcript = event.text
         log.info("heard: %s", event.text)
         if self.state is S.LISTENING and self.listen_mode is not ListenMode.REALTIME:

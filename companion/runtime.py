@@ -57,9 +57,16 @@ def build_backend(settings: Settings, sink: EventSink) -> Backend:
         from .backends.chatbot_v3 import ChatbotV3Backend
 
         return ChatbotV3Backend(settings.chatbot_v3, sink, playback_rate=settings.audio.playback_rate)
-    from .backends.xiaozhi import build_xiaozhi_backend
+    from .backends.identity import load_identity
+    from .backends.xiaozhi_ws import XiaozhiWebsocketBackend
 
-    return build_xiaozhi_backend(settings, sink)
+    return XiaozhiWebsocketBackend(
+        settings.xiaozhi,
+        sink,
+        identity=load_identity(settings.xiaozhi),
+        audio=settings.audio,
+        reconnect_max_s=settings.backend.reconnect_max_s,
+    )
 
 
 def listen_mode_for(settings: Settings) -> ListenMode:
@@ -128,9 +135,13 @@ class Runtime:
         self.backend = build_backend(settings, self._dispatch)
         endpointer = Endpointer(settings.vad, emit_quiet=True)
         conv = Conversation(
-            self.backend, self.sink, endpointer, settings.audio,
-            listen_mode=listen_mode_for(settings), trigger=settings.backend.trigger,
-        )  # fmt: skip
+            self.backend,
+            self.sink,
+            endpointer,
+            settings.audio,
+            listen_mode=listen_mode_for(settings),
+            trigger=settings.backend.trigger,
+        )
         self.conversation = conv
         conv.on_turn(self._turn_done)
         if self.options.on_state is not None:
@@ -147,7 +158,7 @@ class Runtime:
                 for make in self.options.extra_tasks:
                     tasks.append(group.create_task(make()))
                 self.ready_at = time.monotonic()
-                log.debug("ready in %.3f s", self.ready_at - self.started)
+                log.info("ready in %.3f s", self.ready_at - self.started)
                 await self._stop.wait()
                 await conv.close()
                 for task in tasks:
@@ -158,6 +169,10 @@ class Runtime:
 
     async def _capture(self) -> None:
         assert self.source is not None and self.conversation is not None
+        if isinstance(self.source, WavSource):
+            # A file is a recording of someone talking: start it once the daemon can listen, or its
+            # first words would fall into the connecting state.
+            await self.conversation.wait_for_state(DeviceState.IDLE)
         async for block in self.source.blocks():
             self.conversation.on_audio(block)
 

@@ -14,8 +14,8 @@ def best_match(reference: bytes | np.ndarray, recording: bytes | np.ndarray) -> 
     """(offset of `reference` in `recording` in samples, correlation coefficient at that offset)."""
     ref = to_float(reference)
     rec = to_float(recording)
-    if len(rec) < len(ref):
-        rec = np.concatenate([rec, np.zeros(len(ref) - len(rec))])
+    # trailing zeros let a reference whose quiet tail was cut off still be found at the very end
+    rec = np.concatenate([rec, np.zeros(len(ref))])
     n = 1 << int(np.ceil(np.log2(len(rec) + len(ref))))
     corr = np.fft.irfft(np.fft.rfft(rec, n) * np.conj(np.fft.rfft(ref, n)), n)[: len(rec) - len(ref) + 1]
     # normalise by the energy of each window of the recording

@@ -43,12 +43,17 @@ def _settings_options(func):  # type: ignore[no-untyped-def]
     """The options every voice-loop command shares."""
     options = [
         click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file"),
-        click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-                     help="override one setting (repeatable), e.g. --set vad.aggressiveness=3"),
+        click.option(
+            "--set",
+            "overrides",
+            multiple=True,
+            metavar="SECTION.KEY=VALUE",
+            help="override one setting (repeatable), e.g. --set vad.aggressiveness=3",
+        ),
         click.option("--input", "input_", metavar="SRC", help="microphone: device name/index or a .wav path"),
         click.option("--output", metavar="DST", help="speaker: device name/index or a .wav path to write"),
         click.option("--debug", is_flag=True, help="detailed logs and tracebacks"),
-    ]  # fmt: skip
+    ]
     for option in reversed(options):
         func = option(func)
     return func
@@ -91,24 +96,46 @@ def format_timeline(turn: Turn) -> str:
 @click.command()
 @_settings_options
 @click.option("--turns", type=click.IntRange(min=1), help="exit 0 after N completed turns")
-def run(config_path: str | None, overrides: tuple[str, ...], input_: str | None, output: str | None,
-        debug: bool, turns: int | None) -> None:  # fmt: skip
+def run(
+    config_path: str | None,
+    overrides: tuple[str, ...],
+    input_: str | None,
+    output: str | None,
+    debug: bool,
+    turns: int | None,
+) -> None:
     """Run the voice companion daemon."""
     click.get_current_context().meta["companion.debug"] = debug
     settings = load_for_command(config_path, overrides, input_, output)
     configure_logging(settings, debug)
-    log.info("config: %s; backend %s; input %s; output %s", settings.source, settings.backend.kind,
-             settings.audio.input, settings.audio.output)  # fmt: skip
+    log.info(
+        "config: %s; backend %s; input %s; output %s",
+        settings.source,
+        settings.backend.kind,
+        settings.audio.input,
+        settings.audio.output,
+    )
     runtime = Runtime(settings, RunOptions(turns=turns))
     raise SystemExit(asyncio.run(runtime.run()))
 
 
 @click.command()
 @_settings_options
-@click.option("--mode", type=click.Choice(["auto", "manual"]), default="auto", show_default=True,
-              help="xiaozhi listening mode for the turn")  # fmt: skip
-def demo(config_path: str | None, overrides: tuple[str, ...], input_: str | None, output: str | None,
-         debug: bool, mode: str) -> None:  # fmt: skip
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "manual"]),
+    default="auto",
+    show_default=True,
+    help="xiaozhi listening mode for the turn",
+)
+def demo(
+    config_path: str | None,
+    overrides: tuple[str, ...],
+    input_: str | None,
+    output: str | None,
+    debug: bool,
+    mode: str,
+) -> None:
     """One turn through the built-in echo server: no sound card, network or account needed."""
     click.get_current_context().meta["companion.debug"] = debug
     sample = resources.files("companion") / "assets" / "demo_hello.wav"
@@ -142,8 +169,9 @@ async def _demo(settings: Settings, mode: str, state: Path) -> int:
         def show_state(old: DeviceState, new: DeviceState) -> None:
             click.echo(f"  [{new.value}]")
 
-        runtime = Runtime(settings, RunOptions(turns=1, on_turn=show_turn, on_state=show_state,
-                                               console_button=False))  # fmt: skip
+        runtime = Runtime(
+            settings, RunOptions(turns=1, on_turn=show_turn, on_state=show_state, console_button=False)
+        )
         try:
             return await asyncio.wait_for(runtime.run(), 60)
         except TimeoutError:
@@ -169,10 +197,14 @@ async def _say(settings: Settings, text: str) -> int:
     runtime = Runtime(settings, RunOptions(turns=1, console_button=False))
 
     async def send_text() -> None:
-        conv = runtime.conversation
-        while conv is None or conv.state is not DeviceState.IDLE:
-            await asyncio.sleep(0.05)
-            conv = runtime.conversation
+        conv = runtime.conversation  # built before the extra tasks start
+        assert conv is not None
+        try:
+            await asyncio.wait_for(conv.wait_for_state(DeviceState.IDLE), 30)
+        except TimeoutError:
+            log.error("not connected after 30 s; giving up")
+            runtime.stop(69)
+            return
         await conv.say(text)
 
     runtime.options.extra_tasks.append(send_text)
@@ -190,8 +222,10 @@ def devices() -> None:
         return
     click.echo(f"{'index':>5}  {'in':>3}  {'out':>3}  {'rate':>6}  name")
     for dev in found:
-        click.echo(f"{dev.index:>5}  {dev.max_input_channels:>3}  {dev.max_output_channels:>3}  "
-                   f"{dev.default_samplerate:>6.0f}  {dev.name}")  # fmt: skip
+        click.echo(
+            f"{dev.index:>5}  {dev.max_input_channels:>3}  {dev.max_output_channels:>3}  "
+            f"{dev.default_samplerate:>6.0f}  {dev.name}"
+        )
 
 
 def register(group: click.Group) -> None:

@@ -1,0 +1,22 @@
+"""`python -m bench`: every benchmark, printed as one JSON object."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from . import daemon, pipeline, playback
+
+
+def main() -> None:
+    figures: dict[str, object] = {}
+    figures.update(pipeline.uplink())
+    figures.update(pipeline.uplink(device_rate=48000))
+    figures.update(pipeline.downlink())
+    figures.update(playback.measure())
+    figures.update(daemon.measure())
+    json.dump(figures, sys.stdout, indent=2)
+    print()
+
+
+main()
