@@ -21,7 +21,7 @@ from .portaudio import find_device, sounddevice
 from .resample import MonoResampler
 
 RATE = 16000
-BLOCK_MS = 20
+BLOCK_MS = 60
 
 
 class AudioSource(Protocol):
@@ -82,9 +82,13 @@ class DeviceCapture:
         """Open and start the input stream."""
         try:
             self._stream = self._sd.InputStream(
-                device=self._device.index, samplerate=self.rate, channels=self.channels, dtype="int16",
-                blocksize=self._block, callback=self._callback,
-            )  # fmt: skip
+                device=self._device.index,
+                samplerate=self.rate,
+                channels=self.channels,
+                dtype="int16",
+                blocksize=self._block,
+                callback=self._callback,
+            )
             self._stream.start()
         except Exception as exc:
             raise AudioDeviceError(f"cannot open input device {self._device.name!r}: {exc}") from None

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "companion.cli.espai",
     "companion.cli.tuya",
     "companion.cli.doctor",
+    "companion.cli.bridge",
     "companion.cli.report",
     "companion.cli.service",
     "companion.cli.echo_server",
@@ -37,6 +38,11 @@ COMMAND_HOMES = {
     "doctor": "companion.cli.doctor",
     "echo-server": "companion.cli.echo_server",
     "activate": "companion.cli.echo_server",
+    "qiniu": "companion.cli.qiniu",
+    "espai": "companion.cli.espai",
+    "tuya": "companion.cli.tuya",
+    "report": "companion.cli.report",
+    "service": "companion.cli.service",
 }
 
 

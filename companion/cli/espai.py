@@ -1,0 +1,347 @@
+"""`companion espai …`: ESP-AI open-platform agents (超体) and devices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..platforms.credentials import espai_key
+from ..platforms.errors import PlatformError
+from ..platforms.espai import DeviceQuery, EspAgent, EspAgentAdd, EspAgentUpdate, EspAiClient
+from .platforms import (
+    PlatformOptions,
+    confirm,
+    emit,
+    group_options,
+    json_option,
+    local_time_ms,
+    mask,
+    mask_keys,
+    pairs,
+    read_structured_file,
+    run,
+    table,
+)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(espai)
+
+
+def client_for(opts: PlatformOptions) -> EspAiClient:
+    key = espai_key(opts.credentials_file).value
+    kwargs: dict[str, Any] = {"timeout_s": opts.timeout_s}
+    if opts.base_url:
+        kwargs["base_url"] = opts.base_url
+    if opts.extra.get("devices_url"):
+        kwargs["devices_url"] = opts.extra["devices_url"]
+    return EspAiClient(key, **kwargs)
+
+
+@click.group("espai")
+@group_options(
+    "COMPANION_ESPAI", "agent API host (default https://api.espai2.fun; also used for devices when given)"
+)
+@click.option(
+    "--devices-url",
+    envvar="COMPANION_ESPAI_DEVICES_URL",
+    metavar="URL",
+    help="device API host (default https://api.espai.fun, or --base-url when that is given)",
+)
+@click.pass_context
+def espai(
+    ctx: click.Context,
+    base_url: str | None,
+    timeout_s: float,
+    credentials_file: str | None,
+    devices_url: str | None,
+) -> None:
+    """ESP-AI open platform: agents (超体) and devices.
+
+    Credential: COMPANION_ESPAI_KEY (the account's open API key), else [espai] key in the credentials file.
+    """
+    ctx.obj = PlatformOptions(base_url, timeout_s, credentials_file, {"devices_url": devices_url})
+
+
+def _servers(agent: EspAgent) -> tuple[Any, Any, Any]:
+    config = agent.config or {}
+    return config.get("iat_server"), config.get("llm_server"), config.get("tts_server")
+
+
+@espai.group("agents")
+def agents() -> None:
+    """List, show, add, update and delete agents (超体)."""
+
+
+@agents.command("list")
+@click.option("--name", help="only agents with this name")
+@click.option("--type", "type_", help='agent type ("0" = AI chat)')
+@click.option("--enabled/--disabled", "enabled", default=None, help="only enabled / disabled agents")
+@click.option("--page", type=click.IntRange(1), help="page number (default: everything)")
+@click.option("--limit", type=click.IntRange(1), help="agents per page")
+@json_option
+@click.pass_obj
+def agents_list(
+    opts: PlatformOptions,
+    name: str | None,
+    type_: str | None,
+    enabled: bool | None,
+    page: int | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """The account's agents, with the ASR/LLM/TTS services from their decoded config."""
+
+    async def go() -> list[EspAgent]:
+        async with client_for(opts) as client:
+            return await client.list_agents(name=name, type=type_, enable=enabled, page=page, limit=limit)
+
+    items = run(go())
+    emit(
+        as_json,
+        [a.raw for a in items],
+        lambda: table(
+            ["ID", "NAME", "ENABLED", "MODEL", "QUOTA LEFT", "ASR", "LLM", "TTS"],
+            [[a.id, a.name, a.enabled, a.model_name or a.model_id, a.api_limit, *_servers(a)] for a in items],
+        ),
+    )
+
+
+def _agent_text(agent: EspAgent) -> str:
+    shown = [(key, value) for key, value in agent.raw.items() if key != "config"]
+    shown = [
+        (key, mask(value) if key == "api_key" and isinstance(value, str) else value) for key, value in shown
+    ]
+    for key in ("create_time", "update_time"):
+        value = agent.raw.get(key)
+        if isinstance(value, int):
+            shown = [(k, f"{local_time_ms(value)} ({value})" if k == key else v) for k, v in shown]
+    if agent.config is not None:
+        shown.append(("config", mask_keys(agent.config)))
+    elif agent.config_error:
+        shown.append(("config", f"(cannot decode: {agent.config_error})"))
+    return pairs(shown)
+
+
+@agents.command("show")
+@click.argument("agent_id")
+@json_option
+@click.pass_obj
+def agents_show(opts: PlatformOptions, agent_id: str, as_json: bool) -> None:
+    """One agent with its config decoded (keys masked; --json prints the server's object as is)."""
+
+    async def go() -> EspAgent:
+        async with client_for(opts) as client:
+            return await client.get_agent(agent_id)
+
+    agent = run(go())
+    emit(as_json, agent.raw, lambda: _agent_text(agent))
+
+
+@agents.command("add")
+@click.option("--name", required=True)
+@click.option("--cdkey-id", required=True, help="the quota card (额度卡) id")
+@click.option("--type", "type_", default="0", show_default=True, help='agent type ("0" = AI chat)')
+@click.option(
+    "--enabled/--disabled", "enabled", default=None, help="enable it now (the platform default is off)"
+)
+@click.option("--model-id", help="avatar model id (001 = default)")
+@click.option("--sort", type=int)
+@click.option("--server-id", help="node that runs the agent")
+@click.option("--copy", "copy_from", metavar="AGENT_ID", help="copy the config of this agent")
+@json_option
+@click.pass_obj
+def agents_add(
+    opts: PlatformOptions,
+    name: str,
+    cdkey_id: str,
+    type_: str,
+    enabled: bool | None,
+    model_id: str | None,
+    sort: int | None,
+    server_id: str | None,
+    copy_from: str | None,
+    as_json: bool,
+) -> None:
+    """Add an agent; prints its id."""
+    request = EspAgentAdd(
+        cdkey_id=cdkey_id,
+        name=name,
+        type=type_,
+        enable=enabled,
+        model_id=model_id,
+        sort=sort,
+        server_id=server_id,
+        copy=copy_from,
+    )
+
+    async def go() -> EspAgent:
+        async with client_for(opts) as client:
+            return await client.add_agent(request)
+
+    agent = run(go())
+    emit(as_json, agent.raw, f"added agent {agent.id} ({agent.name or name})")
+
+
+@agents.command("update")
+@click.argument("agent_id")
+@click.option(
+    "--file",
+    "file_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML or JSON object: name, enable, sort, …, and `config` as a table/object",
+)
+@click.option(
+    "--config-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML or JSON holding just the config object",
+)
+@click.option("--name")
+@click.option("--cdkey-id")
+@click.option("--type", "type_")
+@click.option("--enabled/--disabled", "enabled", default=None)
+@click.option("--model-id")
+@click.option("--sort", type=int)
+@click.option("--server-id")
+@json_option
+@click.pass_obj
+def agents_update(
+    opts: PlatformOptions,
+    agent_id: str,
+    file_path: str | None,
+    config_file: str | None,
+    name: str | None,
+    cdkey_id: str | None,
+    type_: str | None,
+    enabled: bool | None,
+    model_id: str | None,
+    sort: int | None,
+    server_id: str | None,
+    as_json: bool,
+) -> None:
+    """Change an agent; `config` is encoded to the JSON string the platform stores. Options win over files."""
+    data: dict[str, Any] = {}
+    if file_path:
+        loaded = read_structured_file(file_path)
+        if not isinstance(loaded, dict):
+            raise PlatformError(f"{file_path}: expected an object of agent fields")
+        data.update(loaded)
+    if config_file:
+        loaded = read_structured_file(config_file)
+        if not isinstance(loaded, dict):
+            raise PlatformError(f"{config_file}: expected the config object")
+        data["config"] = loaded
+    given = {
+        "name": name,
+        "cdkey_id": cdkey_id,
+        "type": type_,
+        "enable": enabled,
+        "model_id": model_id,
+        "sort": sort,
+        "server_id": server_id,
+    }
+    data.update({key: value for key, value in given.items() if value is not None})
+    if "id" in data and str(data["id"]) != agent_id:
+        raise PlatformError(f"{file_path}: its id {data['id']} is not {agent_id}")
+    update = EspAgentUpdate.from_mapping(agent_id, data, file_path or "update")
+    if update.is_empty():
+        raise PlatformError("nothing to update: give --file, --config-file or a field option")
+
+    async def go() -> dict[str, Any]:
+        async with client_for(opts) as client:
+            return await client.update_agent(update)
+
+    changed = run(go())
+    sent = ", ".join(key for key in update.to_api() if key != "id")
+    emit(as_json, changed, f"updated agent {agent_id}: {sent}")
+
+
+@agents.command("delete")
+@click.argument("agent_ids", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@json_option
+@click.pass_obj
+def agents_delete(opts: PlatformOptions, agent_ids: tuple[str, ...], yes: bool, as_json: bool) -> None:
+    """Delete agents for good (asks first unless --yes)."""
+    confirm(f"Delete {len(agent_ids)} agent(s) ({', '.join(agent_ids)})? This cannot be undone.", yes)
+
+    async def go() -> dict[str, Any]:
+        async with client_for(opts) as client:
+            return await client.delete_agents(agent_ids)
+
+    reply = run(go())
+    emit(as_json, reply, f"deleted {', '.join(agent_ids)}")
+
+
+@espai.group("devices")
+def devices() -> None:
+    """Hardware devices registered on the platform."""
+
+
+@devices.command("list")
+@click.option("--agent", "agent_id", help="only devices of this agent (its device key is looked up)")
+@click.option("--name")
+@click.option("--mac", "device_id", help="only the device with this MAC (device_id)")
+@click.option("--bin-id")
+@click.option("--version")
+@click.option("--enabled/--disabled", "enabled", default=None)
+@click.option("--online/--offline", "online", default=None)
+@click.option("--type", "type_", help='"0" chat, "1" terminal')
+@click.option("--page", type=click.IntRange(1))
+@click.option("--limit", type=click.IntRange(1))
+@json_option
+@click.pass_obj
+def devices_list(
+    opts: PlatformOptions,
+    agent_id: str | None,
+    name: str | None,
+    device_id: str | None,
+    bin_id: str | None,
+    version: str | None,
+    enabled: bool | None,
+    online: bool | None,
+    type_: str | None,
+    page: int | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Devices of the account (filters are optional)."""
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            device_key = None
+            if agent_id:
+                device_key = (await client.get_agent(agent_id)).api_key
+                if not device_key:
+                    raise PlatformError(f"ESP-AI: agent {agent_id} has no device key")
+            query = DeviceQuery(
+                name=name,
+                api_key=device_key,
+                device_id=device_id,
+                bin_id=bin_id,
+                version=version,
+                enable=enabled,
+                is_online=online,
+                type=type_,
+                page=page,
+                limit=limit,
+            )
+            return await client.list_devices(query)
+
+    result = run(go())
+    total = f"\n{len(result.devices)} of {result.total} devices" if result.total is not None else ""
+    emit(
+        as_json,
+        [d.raw for d in result.devices],
+        lambda: (
+            table(
+                ["MAC", "NAME", "ONLINE", "ENABLED", "VERSION", "AGENT", "ID"],
+                [
+                    [d.device_id, d.name, d.online, d.enabled, d.version, d.equipment_id, d.id]
+                    for d in result.devices
+                ],
+            )
+            + total
+        ),
+    )

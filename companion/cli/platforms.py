@@ -1,0 +1,252 @@
+"""What the `qiniu`, `espai` and `tuya` command groups share: options, tables, --json, file input.
+
+Every command prints a table (or `key: value` lines) by default and, with --json, the platform's own
+payload exactly as received. User mistakes and platform refusals are CompanionErrors, which the top-level
+group turns into one line on stderr and an exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import tomllib
+import unicodedata
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import CompanionError
+from ..platforms.errors import PlatformError
+from ..state_dir import write_private
+
+T = TypeVar("T")
+CELL_WIDTH = 40
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class PlatformOptions:
+    """The group options every command of one platform sees."""
+
+    base_url: str | None
+    timeout_s: float
+    credentials_file: str | None
+    extra: Mapping[str, Any]
+
+
+def group_options(env_prefix: str, base_help: str) -> Callable[[F], F]:
+    """--base-url, --timeout and --credentials-file for a platform group."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--credentials-file",
+            type=click.Path(dir_okay=False),
+            envvar="COMPANION_CREDENTIALS_FILE",
+            help="TOML file with the platform's secret (mode 0600); see docs/platforms.md",
+        )(func)
+        func = click.option(
+            "--timeout",
+            "timeout_s",
+            type=click.FloatRange(1, 600),
+            default=20.0,
+            show_default=True,
+            help="seconds before a call is given up",
+        )(func)
+        func = click.option("--base-url", envvar=f"{env_prefix}_BASE_URL", metavar="URL", help=base_help)(
+            func
+        )
+        return func
+
+    return decorate
+
+
+def json_option(func: F) -> F:
+    """--json: print the platform's payload exactly instead of a table."""
+    return click.option("--json", "as_json", is_flag=True, help="print the platform's JSON payload")(func)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine to completion."""
+    return asyncio.run(coro)
+
+
+def emit(as_json: bool, payload: Any, text: str | Callable[[], str]) -> None:
+    """The JSON payload (with --json) or the readable text."""
+    if as_json:
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    else:
+        click.echo(text() if callable(text) else text)
+
+
+# -- readable output -------------------------------------------------------------------------------
+
+
+def char_width(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes (CJK characters take two)."""
+    return sum(char_width(char) for char in text)
+
+
+def clip(text: str, width: int) -> str:
+    """`text` cut to `width` columns, with an ellipsis when cut."""
+    if display_width(text) <= width:
+        return text
+    out, used = [], 0
+    for char in text:
+        w = char_width(char)
+        if used + w > width - 1:
+            break
+        out.append(char)
+        used += w
+    return "".join(out) + "…"
+
+
+def cell(value: Any) -> str:
+    """A value as one line of text: '-' for nothing, yes/no, compact JSON for objects."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict | list):
+        value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return " ".join(str(value).split())
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, width: int = CELL_WIDTH) -> str:
+    """A plain text table; long cells are clipped to `width` columns (use --json for everything)."""
+    body = [[clip(cell(value), width) for value in row] for row in rows]
+    if not body:
+        return "(none)"
+    widths = [
+        max([display_width(col)] + [display_width(row[i]) for row in body]) for i, col in enumerate(columns)
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [value + " " * (widths[i] - display_width(value)) for i, value in enumerate(values)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(row) for row in body)])
+
+
+def pairs(items: Iterable[tuple[str, Any]]) -> str:
+    """`key: value` lines; multi-line values continue indented under their key."""
+    items = list(items)
+    if not items:
+        return "(nothing)"
+    key_width = max(display_width(key) for key, _ in items)
+    lines: list[str] = []
+    for key, value in items:
+        pad = " " * (key_width - display_width(key))
+        if isinstance(value, str) and "\n" in value:
+            first, *rest = value.splitlines()
+            lines.append(f"{key}:{pad} {first}")
+            lines.extend(" " * (key_width + 2) + more for more in rest)
+        elif isinstance(value, dict | list):
+            text = json.dumps(value, ensure_ascii=False, indent=2)
+            first, *rest = text.splitlines()
+            lines.append(f"{key}:{pad} {first}")
+            lines.extend(" " * (key_width + 2) + more for more in rest)
+        else:
+            lines.append(f"{key}:{pad} {cell(value)}")
+    return "\n".join(lines)
+
+
+def mask(secret: str | None) -> str:
+    """A secret shown by its first four characters only."""
+    if not secret:
+        return "-"
+    return secret[:4] + "…" if len(secret) > 6 else "…"
+
+
+def mask_keys(value: Any, keys: tuple[str, ...] = ("api_key", "apiKey", "secret", "token")) -> Any:
+    """A copy of a JSON value with secret-looking fields masked, for readable output only."""
+    if isinstance(value, dict):
+        return {
+            k: (mask(v) if k in keys and isinstance(v, str) else mask_keys(v, keys)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [mask_keys(item, keys) for item in value]
+    return value
+
+
+def local_time(epoch_s: float | None) -> str:
+    if epoch_s is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s))
+
+
+def local_time_ms(epoch_ms: int | None) -> str:
+    return "-" if epoch_ms is None else local_time(epoch_ms / 1000)
+
+
+# -- input -----------------------------------------------------------------------------------------
+
+
+def read_structured_file(path: str | Path) -> Any:
+    """A TOML (.toml) or JSON (anything else) file's content; one clear error when it cannot be read."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlatformError(f"cannot read {path}: {exc}") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PlatformError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise PlatformError(f"{path}: not valid JSON: {exc}") from None
+
+
+def read_text_file(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlatformError(f"cannot read {path}: {exc}") from None
+
+
+def save_file(path: Path, data: bytes) -> None:
+    """Write a file the user asked for (atomically, 0600); one clear error if that fails."""
+    try:
+        write_private(path, data)
+    except OSError as exc:
+        raise PlatformError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def secret_input(env_name: str, prompt: str, *, confirm: bool = False) -> str:
+    """A secret from the environment, else typed at a hidden prompt (never from argv)."""
+    value = os.environ.get(env_name, "").strip()
+    if value:
+        return value
+    try:
+        typed = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    except click.Abort:
+        raise CompanionError(f"no {prompt.lower()} given (set {env_name} or type it at the prompt)") from None
+    text = str(typed).strip()
+    if not text:
+        raise CompanionError(f"the {prompt.lower()} is empty")
+    return text
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before something irreversible unless --yes; refusing ends the command with status 1."""
+    if yes:
+        return
+    try:
+        agreed = click.confirm(question, default=False)
+    except click.Abort:
+        agreed = False
+    if not agreed:
+        raise CompanionError("cancelled; nothing was changed (pass --yes to skip the question)")

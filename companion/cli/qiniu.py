@@ -1,0 +1,954 @@
+"""`companion qiniu …`: the Qiniu xiaozhi platform's account, agents, devices, history and voice clones."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..platforms.credentials import (
+    ENV_QINIU_TOKEN,
+    StoredLogin,
+    forget_qiniu_login,
+    load_qiniu_login,
+    qiniu_token,
+    save_qiniu_login,
+)
+from ..platforms.errors import PlatformError
+from ..platforms.qiniu import SEARCH_TYPES, QiniuClient
+from ..platforms.qiniu_models import (
+    Agent,
+    AgentCreate,
+    AgentFunction,
+    AgentUpdate,
+    Captcha,
+)
+from ..state_dir import state_dir
+from .platforms import (
+    PlatformOptions,
+    confirm,
+    emit,
+    group_options,
+    json_option,
+    local_time,
+    pairs,
+    read_structured_file,
+    read_text_file,
+    run,
+    save_file,
+    secret_input,
+    table,
+)
+
+ENV_PASSWORD = "COMPANION_QINIU_PASSWORD"
+CAPTCHA_FILE = "qiniu-captcha.png"
+
+
+def register(group: click.Group) -> None:
+    group.add_command(qiniu)
+
+
+def client_for(opts: PlatformOptions, *, authenticated: bool = True) -> QiniuClient:
+    """A client from the group options, with the credential found by the usual search (see credentials.py)."""
+    token = qiniu_token(opts.credentials_file).value if authenticated else None
+    return QiniuClient(token, **_hosts(opts))
+
+
+def _hosts(opts: PlatformOptions) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"timeout_s": opts.timeout_s}
+    if opts.base_url:
+        kwargs["base_url"] = opts.base_url
+    if opts.extra.get("login_url"):
+        kwargs["login_url"] = opts.extra["login_url"]
+    return kwargs
+
+
+@click.group("qiniu")
+@group_options(
+    "COMPANION_QINIU", "management host (default https://xrobo.qiniu.com; also used for login when given)"
+)
+@click.option(
+    "--login-url",
+    envvar="COMPANION_QINIU_LOGIN_URL",
+    metavar="URL",
+    help="login host (default https://xrobo.qiniuapi.com, or --base-url when that is given)",
+)
+@click.pass_context
+def qiniu(
+    ctx: click.Context,
+    base_url: str | None,
+    timeout_s: float,
+    credentials_file: str | None,
+    login_url: str | None,
+) -> None:
+    """Qiniu 灵矽 xiaozhi platform: account, agents, devices, chat history, voice clones.
+
+    Credentials: COMPANION_QINIU_TOKEN (login token or API key), else the login stored by
+    `companion qiniu login`, else [qiniu] token in the credentials file.
+    """
+    ctx.obj = PlatformOptions(base_url, timeout_s, credentials_file, {"login_url": login_url})
+
+
+# -- account ---------------------------------------------------------------------------------------
+
+
+def _fetch_captcha(opts: PlatformOptions, out: Path | None) -> tuple[Captcha, Path]:
+    async def go() -> Captcha:
+        async with client_for(opts, authenticated=False) as client:
+            return await client.captcha()
+
+    image = run(go())
+    path = out or state_dir() / CAPTCHA_FILE
+    save_file(path, image.image)
+    return image, path
+
+
+def _captcha_answer(opts: PlatformOptions, captcha_id: str | None, text: str | None) -> tuple[str, str]:
+    """(captcha id, its text): from the options, else fetch one, show where it is and ask."""
+    if captcha_id and text:
+        return captcha_id, text
+    if captcha_id and not text:
+        return captcha_id, click.prompt("captcha text")
+    image, path = _fetch_captcha(opts, None)
+    click.echo(f"captcha image saved to {path}; open it and type what it shows", err=True)
+    return image.captcha_id, click.prompt("captcha text")
+
+
+@qiniu.command("captcha")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"where to save the image (default: {CAPTCHA_FILE} in the state directory)",
+)
+@json_option
+@click.pass_obj
+def captcha_cmd(opts: PlatformOptions, out: Path | None, as_json: bool) -> None:
+    """Fetch a captcha image for register/login; prints its path and its id."""
+    image, path = _fetch_captcha(opts, out)
+    emit(
+        as_json,
+        {"captcha_id": image.captcha_id, "path": str(path)},
+        f"captcha image: {path}\ncaptcha id:    {image.captcha_id}\n"
+        f"next: companion qiniu login --username NAME --captcha-id {image.captcha_id} --captcha TEXT",
+    )
+
+
+@qiniu.command("register")
+@click.option("--username", required=True)
+@click.option(
+    "--captcha-id", help="id printed by `companion qiniu captcha` (fetched and asked for if absent)"
+)
+@click.option("--captcha", "captcha_text", help="the captcha's text")
+@click.option("--mobile-captcha", default="", help="SMS code, when the platform asks for one")
+@json_option
+@click.pass_obj
+def register_cmd(
+    opts: PlatformOptions,
+    username: str,
+    captcha_id: str | None,
+    captcha_text: str | None,
+    mobile_captcha: str,
+    as_json: bool,
+) -> None:
+    """Create an account. The password comes from COMPANION_QINIU_PASSWORD or a hidden prompt."""
+    cid, text = _captcha_answer(opts, captcha_id, captcha_text)
+    password = secret_input(ENV_PASSWORD, "Password", confirm=True)
+
+    async def go() -> None:
+        async with client_for(opts, authenticated=False) as client:
+            await client.register(username, password, cid, text, mobile_captcha)
+
+    run(go())
+    emit(
+        as_json,
+        {"username": username, "registered": True},
+        f"registered {username}; next: companion qiniu login --username {username}",
+    )
+
+
+@qiniu.command("login")
+@click.option("--username", help="account name (asked for if absent)")
+@click.option("--mobile", default="", help="mobile number, for accounts that log in by phone")
+@click.option("--area-code", default="+86", show_default=True)
+@click.option(
+    "--captcha-id", help="id printed by `companion qiniu captcha` (fetched and asked for if absent)"
+)
+@click.option("--captcha", "captcha_text", help="the captcha's text")
+@click.option(
+    "--api-key",
+    "use_api_key",
+    is_flag=True,
+    help=f"store a console API key instead (read from {ENV_QINIU_TOKEN} or a hidden prompt)",
+)
+@json_option
+@click.pass_obj
+def login_cmd(
+    opts: PlatformOptions,
+    username: str | None,
+    mobile: str,
+    area_code: str,
+    captcha_id: str | None,
+    captcha_text: str | None,
+    use_api_key: bool,
+    as_json: bool,
+) -> None:
+    """Log in and store the token (0600, state directory) with its expiry; or store an API key.
+
+    The password comes from COMPANION_QINIU_PASSWORD or a hidden prompt, never from the command line.
+    """
+    if use_api_key:
+        key = secret_input(ENV_QINIU_TOKEN, "API key")
+
+        async def check() -> None:
+            async with QiniuClient(key, **_hosts(opts)) as client:
+                await client.verify_credential()
+
+        run(check())
+        path = save_qiniu_login(StoredLogin(token=key, kind="api_key", expires_at=None, saved_at=time.time()))
+        emit(
+            as_json,
+            {"kind": "api_key", "expires_at": None, "path": str(path)},
+            f"API key accepted and stored in {path}",
+        )
+        return
+    if not username:
+        username = click.prompt("user name")
+    cid, text = _captcha_answer(opts, captcha_id, captcha_text)
+    password = secret_input(ENV_PASSWORD, "Password")
+
+    async def go() -> Any:
+        async with client_for(opts, authenticated=False) as client:
+            return await client.login(username, password, cid, text, mobile=mobile, area_code=area_code)
+
+    result = run(go())
+    now = time.time()
+    expires_at = now + result.expire_s if result.expire_s else None
+    path = save_qiniu_login(
+        StoredLogin(result.token, "login", expires_at, username=username or "", saved_at=now)
+    )
+    emit(
+        as_json,
+        {
+            "kind": "login",
+            "username": username,
+            "expire": result.expire_s,
+            "expires_at": expires_at,
+            "path": str(path),
+        },
+        f"logged in as {username}; the token is valid until {local_time(expires_at)} (stored in {path})",
+    )
+
+
+@qiniu.command("logout")
+@json_option
+def logout_cmd(as_json: bool) -> None:
+    """Forget the stored login or API key (the platform has no logout call; a login token expires in 12 h)."""
+    path = forget_qiniu_login()
+    text = f"removed the stored login {path}" if path else "there was no stored login"
+    if os.environ.get(ENV_QINIU_TOKEN):
+        text += f"; note: {ENV_QINIU_TOKEN} is still set in this environment"
+    emit(as_json, {"removed": str(path) if path else None}, text)
+
+
+@qiniu.command("whoami")
+@json_option
+@click.pass_obj
+def whoami_cmd(opts: PlatformOptions, as_json: bool) -> None:
+    """Which credential commands would use, and until when (the secret itself is not shown)."""
+    secret = qiniu_token(opts.credentials_file)
+    stored = load_qiniu_login()
+    expires = stored.expires_at if stored and secret.value == stored.token else None
+    username = stored.username if stored and secret.value == stored.token else ""
+    emit(
+        as_json,
+        {"source": secret.source, "username": username or None, "expires_at": expires},
+        pairs([("source", secret.source), ("user", username or None), ("expires", local_time(expires))]),
+    )
+
+
+# -- agents ----------------------------------------------------------------------------------------
+
+
+@qiniu.group("agents")
+def agents() -> None:
+    """List, search, show, create, update and delete agents."""
+
+
+def _agent_rows(items: list[Agent]) -> str:
+    return table(
+        ["ID", "NAME", "ASSISTANT", "LLM", "VOICE", "DEVICES", "LAST CONNECTED"],
+        [
+            [
+                a.id,
+                a.agent_name,
+                a.assistant_name,
+                a.llm_model_name or a.llm_model_id,
+                a.tts_voice_name or a.tts_voice_id,
+                a.device_count,
+                a.last_connected_at,
+            ]
+            for a in items
+        ],
+    )
+
+
+@agents.command("list")
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 100),
+    default=100,
+    show_default=True,
+    help="agents per request; every page is fetched",
+)
+@json_option
+@click.pass_obj
+def agents_list(opts: PlatformOptions, page_size: int, as_json: bool) -> None:
+    """All agents of the account (the cursor is followed to the end)."""
+
+    async def go() -> list[Agent]:
+        async with client_for(opts) as client:
+            return await client.list_agents(page_size)
+
+    items = run(go())
+    emit(as_json, [a.raw for a in items], lambda: _agent_rows(items))
+
+
+@agents.command("search")
+@click.argument("query")
+@click.option(
+    "--by",
+    type=click.Choice(SEARCH_TYPES),
+    default="name",
+    show_default=True,
+    help="name prefix, a bound device's MAC, or an agent id",
+)
+@json_option
+@click.pass_obj
+def agents_search(opts: PlatformOptions, query: str, by: str, as_json: bool) -> None:
+    """Agents whose name starts with QUERY (or bound to MAC QUERY, or with id QUERY)."""
+
+    async def go() -> list[Agent]:
+        async with client_for(opts) as client:
+            return await client.search_agents(query, by)
+
+    items = run(go())
+    emit(as_json, [a.raw for a in items], lambda: _agent_rows(items))
+
+
+@agents.command("show")
+@click.argument("agent")
+@json_option
+@click.pass_obj
+def agents_show(opts: PlatformOptions, agent: str, as_json: bool) -> None:
+    """One agent's full configuration; AGENT is an id or an exact name."""
+
+    async def go() -> Agent:
+        async with client_for(opts) as client:
+            found = await client.resolve_agent(agent)
+            return await client.get_agent(found.id)
+
+    item = run(go())
+    emit(as_json, item.raw, lambda: pairs(item.raw.items()))
+
+
+@agents.command("create")
+@click.option("--name", required=True, help="agentName")
+@click.option("--assistant-name", help="assistantName: what the agent calls itself ({{assistant_name}})")
+@click.option("--lang-code", help="langCode, e.g. zh")
+@click.option("--tts-voice", "tts_voice_id", help="ttsVoiceId")
+@click.option("--system-prompt", help="systemPrompt (the role)")
+@click.option(
+    "--system-prompt-file", type=click.Path(exists=True, dir_okay=False), help="systemPrompt from a file"
+)
+@click.option("--llm-model", "llm_model_id", help="llmModelId")
+@click.option("--memory-model", "mem_model_id", help="memModelId, e.g. Memory_nomem")
+@click.option("--intent-model", "intent_model_id", help="intentModelId, e.g. Intent_function_call")
+@json_option
+@click.pass_obj
+def agents_create(
+    opts: PlatformOptions,
+    name: str,
+    assistant_name: str | None,
+    lang_code: str | None,
+    tts_voice_id: str | None,
+    system_prompt: str | None,
+    system_prompt_file: str | None,
+    llm_model_id: str | None,
+    mem_model_id: str | None,
+    intent_model_id: str | None,
+    as_json: bool,
+) -> None:
+    """Create an agent; prints its id. Unset fields take the platform's template."""
+    if system_prompt_file:
+        system_prompt = read_text_file(system_prompt_file)
+    request = AgentCreate(
+        name,
+        assistant_name,
+        lang_code,
+        tts_voice_id,
+        system_prompt,
+        llm_model_id,
+        mem_model_id,
+        intent_model_id,
+    )
+
+    async def go() -> str:
+        async with client_for(opts) as client:
+            return await client.create_agent(request)
+
+    agent_id = run(go())
+    emit(as_json, agent_id, f"created agent {agent_id} ({name})")
+
+
+_UPDATE_OPTIONS: list[tuple[str, str, type | click.ParamType, str]] = [
+    ("--agent-code", "agent_code", str, "agentCode"),
+    ("--name", "agent_name", str, "agentName"),
+    ("--assistant-name", "assistant_name", str, "assistantName"),
+    ("--asr-model", "asr_model_id", str, "asrModelId"),
+    ("--vad-model", "vad_model_id", str, "vadModelId"),
+    ("--llm-model", "llm_model_id", str, "llmModelId"),
+    ("--vllm-model", "vllm_model_id", str, "vllmModelId"),
+    ("--tts-model", "tts_model_id", str, "ttsModelId"),
+    ("--tts-voice", "tts_voice_id", str, "ttsVoiceId"),
+    (
+        "--chat-history",
+        "chat_history_conf",
+        click.IntRange(0, 2),
+        "chatHistoryConf: 0 off, 1 text, 2 text+audio",
+    ),
+    ("--memory-model", "mem_model_id", str, "memModelId"),
+    ("--intent-model", "intent_model_id", str, "intentModelId"),
+    ("--system-prompt", "system_prompt", str, "systemPrompt"),
+    ("--summary-memory", "summary_memory", str, "summaryMemory"),
+    ("--lang-code", "lang_code", str, "langCode"),
+    ("--language", "language", str, "language (the name of langCode)"),
+    ("--sort", "sort", int, "sort"),
+]
+_VOICE_OPTIONS: list[tuple[str, str, type | click.ParamType, str]] = [
+    ("--voice-speed", "speed", click.FloatRange(0.5, 2.0), "extra.voice.speed (0.5-2.0)"),
+    ("--voice-pitch", "pitch", click.FloatRange(0.5, 2.0), "extra.voice.pitch (0.5-2.0)"),
+    ("--voice-volume", "volume", click.FloatRange(1, 100), "extra.voice.volume (1-100)"),
+    ("--voice-emotion", "emotion", str, "extra.voice.emotion"),
+    (
+        "--voice-quality",
+        "quality",
+        click.Choice(["low", "medium", "high", "lossless"]),
+        "extra.voice.quality",
+    ),
+]
+_LLM_OPTIONS: list[tuple[str, str, type | click.ParamType, str]] = [
+    ("--llm-temperature", "temperature", click.FloatRange(0, 2), "extra.llm.temperature"),
+    ("--llm-top-p", "top_p", click.FloatRange(0, 1), "extra.llm.top_p"),
+    ("--llm-frequency-penalty", "frequency_penalty", click.FloatRange(-2, 2), "extra.llm.frequency_penalty"),
+    ("--llm-max-tokens", "max_tokens", click.IntRange(1, 8192), "extra.llm.max_tokens"),
+]
+
+
+def _update_options(func: Any) -> Any:
+    """The field options of `agents update`, in help order: top-level fields, extra.voice, extra.llm."""
+    func = click.option(
+        "--llm-search/--no-llm-search", "llm_enable_search", default=None, help="extra.llm.enable_search"
+    )(func)
+    for flag, dest, kind, doc in reversed(_LLM_OPTIONS):
+        func = click.option(flag, f"llm_{dest}", type=kind, help=doc)(func)
+    func = click.option(
+        "--voice-tts-emotion/--no-voice-tts-emotion",
+        "voice_enable_tts_emotion",
+        default=None,
+        help="extra.voice.enable_tts_emotion",
+    )(func)
+    for flag, dest, kind, doc in reversed(_VOICE_OPTIONS):
+        func = click.option(flag, f"voice_{dest}", type=kind, help=doc)(func)
+    for flag, dest, kind, doc in reversed(_UPDATE_OPTIONS):
+        func = click.option(flag, dest, type=kind, help=doc)(func)
+    return func
+
+
+def build_agent_update(
+    file_path: str | None, prompt_file: str | None, functions_file: str | None, options: dict[str, Any]
+) -> AgentUpdate:
+    """The update from a JSON/TOML file (API field names) overlaid with the command-line options."""
+    base = AgentUpdate()
+    if file_path:
+        data = read_structured_file(file_path)
+        if not isinstance(data, dict):
+            raise PlatformError(f"{file_path}: expected an object of agent fields")
+        base = AgentUpdate.from_api_fields(data, file_path)
+    changes: dict[str, Any] = {}
+    for _, dest, _, _ in _UPDATE_OPTIONS:
+        if options.get(dest) is not None:
+            changes[dest] = options[dest]
+    if prompt_file:
+        changes["system_prompt"] = read_text_file(prompt_file)
+    if functions_file:
+        loaded = read_structured_file(functions_file)
+        items = loaded.get("functions") if isinstance(loaded, dict) else loaded
+        if not isinstance(items, list):
+            raise PlatformError(
+                f"{functions_file}: expected a list of {{pluginId, paramInfo}} (or [[functions]])"
+            )
+        changes["functions"] = [AgentFunction.from_api(item) for item in items]
+    extra = dict(base.extra or {})
+    for section, prefix in (("voice", "voice_"), ("llm", "llm_")):
+        given = {
+            key[len(prefix) :]: value
+            for key, value in options.items()
+            if key.startswith(prefix) and value is not None
+        }
+        if given:
+            extra[section] = {**(extra.get(section) or {}), **given}
+    if extra:
+        changes["extra"] = extra
+    return dataclasses.replace(base, **changes)
+
+
+@agents.command("update")
+@click.argument("agent")
+@click.option(
+    "--from-file",
+    "file_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON or TOML object of agent fields (API names, e.g. systemPrompt, extra); options win",
+)
+@click.option(
+    "--system-prompt-file", type=click.Path(exists=True, dir_okay=False), help="systemPrompt from a file"
+)
+@click.option(
+    "--functions-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="functions: JSON list (or TOML [[functions]]) of {pluginId, paramInfo}",
+)
+@_update_options
+@json_option
+@click.pass_obj
+def agents_update(
+    opts: PlatformOptions,
+    agent: str,
+    file_path: str | None,
+    system_prompt_file: str | None,
+    functions_file: str | None,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Change an agent; only the fields given are sent. AGENT is an id or an exact name."""
+    update = build_agent_update(file_path, system_prompt_file, functions_file, options)
+    if update.is_empty():
+        raise PlatformError("nothing to update: give at least one field option or --from-file")
+
+    async def go() -> tuple[str, Any]:
+        async with client_for(opts) as client:
+            found = await client.resolve_agent(agent)
+            return found.id, await client.update_agent(found.id, update)
+
+    agent_id, data = run(go())
+    sent = ", ".join(update.to_api())
+    emit(as_json, data, f"updated agent {agent_id}: {sent}")
+
+
+@agents.command("delete")
+@click.argument("agent")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@json_option
+@click.pass_obj
+def agents_delete(opts: PlatformOptions, agent: str, yes: bool, as_json: bool) -> None:
+    """Delete an agent for good (asks first unless --yes). AGENT is an id or an exact name."""
+
+    async def find() -> Agent:
+        async with client_for(opts) as client:
+            return await client.resolve_agent(agent)
+
+    found = run(find())
+    confirm(f"Delete agent {found.id} ({found.agent_name or 'unnamed'})? This cannot be undone.", yes)
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            return await client.delete_agent(found.id)
+
+    data = run(go())
+    emit(as_json, data, f"deleted agent {found.id}")
+
+
+# -- devices ---------------------------------------------------------------------------------------
+
+
+@qiniu.group("devices")
+def devices() -> None:
+    """Bound devices: list, bind by activation code, pre-register by MAC, unbind, move."""
+
+
+async def _agent_id(client: QiniuClient, ref: str) -> str:
+    return (await client.resolve_agent(ref)).id
+
+
+@devices.command("list")
+@click.argument("agent")
+@json_option
+@click.pass_obj
+def devices_list(opts: PlatformOptions, agent: str, as_json: bool) -> None:
+    """Devices bound to AGENT (an id or an exact name)."""
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            return await client.list_devices(await _agent_id(client, agent))
+
+    items = run(go())
+    emit(
+        as_json,
+        [d.raw for d in items],
+        lambda: table(
+            ["MAC", "BOARD", "ALIAS", "APP VERSION", "AUTO UPDATE", "LAST CONNECTED"],
+            [[d.mac, d.board, d.alias, d.app_version, d.auto_update, d.last_connected_at] for d in items],
+        ),
+    )
+
+
+@devices.command("bind")
+@click.argument("agent")
+@click.argument("code")
+@json_option
+@click.pass_obj
+def devices_bind(opts: PlatformOptions, agent: str, code: str, as_json: bool) -> None:
+    """Bind the device showing activation CODE (6 digits, spoken/shown by the device) to AGENT."""
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            agent_id = await _agent_id(client, agent)
+            return agent_id, await client.bind_device(agent_id, code)
+
+    agent_id, result = run(go())
+    what = f"device {result.mac}" if result.mac else "the device"
+    emit(as_json, result.raw, f"bound {what} to agent {agent_id}")
+
+
+@devices.command("preregister")
+@click.argument("agent")
+@click.argument("macs", nargs=-1)
+@click.option("--serial", "serials", multiple=True, help="a serial number to pre-register (repeatable)")
+@json_option
+@click.pass_obj
+def devices_preregister(
+    opts: PlatformOptions, agent: str, macs: tuple[str, ...], serials: tuple[str, ...], as_json: bool
+) -> None:
+    """Pre-register devices by MAC to AGENT; reports each MAC. Exit status 1 if any failed."""
+    if not macs and not serials:
+        raise PlatformError("give at least one MAC address (or --serial)")
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            return await client.preregister(await _agent_id(client, agent), macs, serials)
+
+    result = run(go())
+    outcomes = result.outcomes(macs)
+    emit(
+        as_json,
+        result.raw,
+        lambda: (
+            table(
+                ["MAC", "RESULT"],
+                [[o.mac, "ok" if o.ok else f"failed: {o.reason or 'no reason given'}"] for o in outcomes],
+            )
+            + f"\nsuccess_count: {result.success_count}"
+        ),
+    )
+    if result.failed:
+        click.get_current_context().exit(1)
+
+
+@devices.command("unbind")
+@click.argument("mac")
+@json_option
+@click.pass_obj
+def devices_unbind(opts: PlatformOptions, mac: str, as_json: bool) -> None:
+    """Unbind the device with this MAC."""
+
+    async def go() -> None:
+        async with client_for(opts) as client:
+            await client.unbind_device(mac)
+
+    run(go())
+    emit(as_json, None, f"unbound {mac}")
+
+
+@devices.command("move")
+@click.argument("mac")
+@click.argument("agent")
+@json_option
+@click.pass_obj
+def devices_move(opts: PlatformOptions, mac: str, agent: str, as_json: bool) -> None:
+    """Switch the device with this MAC to AGENT (its chat history follows)."""
+
+    async def go() -> str:
+        async with client_for(opts) as client:
+            agent_id = await _agent_id(client, agent)
+            await client.move_device(mac, agent_id)
+            return agent_id
+
+    agent_id = run(go())
+    emit(as_json, None, f"moved {mac} to agent {agent_id}")
+
+
+# -- pre-registrations -----------------------------------------------------------------------------
+
+
+@qiniu.group("prereg")
+def prereg() -> None:
+    """Pre-registered devices: list, show, delete."""
+
+
+def _prereg_pairs(device: Any) -> str:
+    return pairs(device.raw.items())
+
+
+@prereg.command("list")
+@click.argument("agent")
+@json_option
+@click.pass_obj
+def prereg_list(opts: PlatformOptions, agent: str, as_json: bool) -> None:
+    """Devices pre-registered to AGENT (every page)."""
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            return await client.list_preregistered(await _agent_id(client, agent))
+
+    items = run(go())
+    emit(
+        as_json,
+        [d.raw for d in items],
+        lambda: table(
+            ["MAC", "SERIAL", "STATUS", "CREATED", "ID"],
+            [[d.mac_address, d.serial_number, d.status, d.created_at, d.id] for d in items],
+        ),
+    )
+
+
+@prereg.command("show")
+@click.argument("mac")
+@json_option
+@click.pass_obj
+def prereg_show(opts: PlatformOptions, mac: str, as_json: bool) -> None:
+    """The pre-registration of MAC."""
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            return await client.get_preregistered(mac)
+
+    device = run(go())
+    if device is None:
+        raise PlatformError(f"Qiniu: {mac} is not pre-registered")
+    emit(as_json, device.raw, lambda: _prereg_pairs(device))
+
+
+@prereg.command("delete")
+@click.argument("mac")
+@json_option
+@click.pass_obj
+def prereg_delete(opts: PlatformOptions, mac: str, as_json: bool) -> None:
+    """Remove the pre-registration of MAC."""
+
+    async def go() -> None:
+        async with client_for(opts) as client:
+            await client.delete_preregistered(mac)
+
+    run(go())
+    emit(as_json, None, f"removed the pre-registration of {mac}")
+
+
+# -- chat history ----------------------------------------------------------------------------------
+
+
+@qiniu.command("sessions")
+@click.argument("agent")
+@click.option("--max", "max_items", type=click.IntRange(1), help="stop after this many sessions")
+@click.option("--page-size", type=click.IntRange(1, 100), default=20, show_default=True)
+@json_option
+@click.pass_obj
+def sessions_cmd(
+    opts: PlatformOptions, agent: str, max_items: int | None, page_size: int, as_json: bool
+) -> None:
+    """Chat sessions of AGENT, newest first (every page unless --max)."""
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            return await client.list_sessions(await _agent_id(client, agent), page_size, max_items)
+
+    total, items = run(go())
+    emit(
+        as_json,
+        [s.raw for s in items],
+        lambda: (
+            table(
+                ["SESSION", "CREATED", "MESSAGES"],
+                [[s.session_id, s.created_at, s.chat_count] for s in items],
+            )
+            + (f"\n{len(items)} of {total} sessions" if total is not None else "")
+        ),
+    )
+
+
+@qiniu.command("history")
+@click.argument("agent")
+@click.argument("session")
+@json_option
+@click.pass_obj
+def history_cmd(opts: PlatformOptions, agent: str, session: str, as_json: bool) -> None:
+    """The messages of one SESSION of AGENT."""
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            return await client.chat_history(await _agent_id(client, agent), session)
+
+    items = run(go())
+    emit(
+        as_json,
+        [m.raw for m in items],
+        lambda: table(
+            ["TIME", "WHO", "CONTENT"],
+            [[m.created_at, m.speaker, m.content] for m in items],
+            width=80,
+        ),
+    )
+
+
+# -- voice clones ----------------------------------------------------------------------------------
+
+
+@qiniu.group("voice-clone")
+def voice_clone() -> None:
+    """Voice clones: create a slot, train it from an audio URL, follow its state, list, delete."""
+
+
+def _clone_text(clone: Any) -> str:
+    return pairs(
+        [
+            ("id", clone.id),
+            ("name", clone.name),
+            ("state", clone.state),
+            ("language", clone.language),
+            ("tier", clone.tier),
+            ("demo", clone.demo_url),
+        ]
+    )
+
+
+@voice_clone.command("create")
+@click.option("--language", default="zh", show_default=True, help="fixed for good; free tier: zh or en")
+@click.option("--tier", type=click.Choice(["free", "pro"]), default="free", show_default=True)
+@json_option
+@click.pass_obj
+def clone_create(opts: PlatformOptions, language: str, tier: str, as_json: bool) -> None:
+    """Create an empty voice-clone slot (state Init)."""
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            return await client.create_voice_clone(language, tier)
+
+    clone = run(go())
+    emit(as_json, clone.raw, lambda: _clone_text(clone))
+
+
+@voice_clone.command("upload")
+@click.argument("clone_id")
+@click.option("--name", required=True, help="voice name, at most 20 characters")
+@click.option("--audio-url", help="URL of 10-60 s of clean speech; without it only the name changes")
+@json_option
+@click.pass_obj
+def clone_upload(
+    opts: PlatformOptions, clone_id: str, name: str, audio_url: str | None, as_json: bool
+) -> None:
+    """Give the slot its recording (by URL) and start training; a paid slot uses quota each time."""
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            return await client.train_voice_clone(clone_id, name, audio_url)
+
+    clone = run(go())
+    emit(as_json, clone.raw, lambda: _clone_text(clone))
+
+
+@voice_clone.command("status")
+@click.argument("clone_id")
+@click.option("--wait", is_flag=True, help="poll until the state is Success or Failed")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.01, 600),
+    default=10.0,
+    show_default=True,
+    help="seconds between polls with --wait",
+)
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(1),
+    default=1800.0,
+    show_default=True,
+    help="give up waiting after this many seconds",
+)
+@json_option
+@click.pass_obj
+def clone_status(
+    opts: PlatformOptions, clone_id: str, wait: bool, interval: float, wait_timeout: float, as_json: bool
+) -> None:
+    """A voice clone's state (Init, Training, Success, Failed)."""
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            clone = await client.get_voice_clone(clone_id)
+            if not wait:
+                return clone
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_timeout
+            while not clone.finished:
+                if loop.time() + interval > deadline:
+                    raise PlatformError(
+                        f"Qiniu: voice clone {clone_id} is still {clone.state} after {wait_timeout:.0f} s"
+                    )
+                await asyncio.sleep(interval)
+                clone = await client.get_voice_clone(clone_id)
+            return clone
+
+    clone = run(go())
+    emit(as_json, clone.raw, lambda: _clone_text(clone))
+    if wait and clone.state == "Failed":
+        click.get_current_context().exit(1)
+
+
+@voice_clone.command("list")
+@json_option
+@click.pass_obj
+def clone_list(opts: PlatformOptions, as_json: bool) -> None:
+    """All voice clones of the account."""
+
+    async def go() -> Any:
+        async with client_for(opts) as client:
+            return await client.list_voice_clones()
+
+    items = run(go())
+    emit(
+        as_json,
+        [c.raw for c in items],
+        lambda: table(
+            ["ID", "NAME", "STATE", "LANGUAGE", "TIER"],
+            [[c.id, c.name, c.state, c.language, c.tier] for c in items],
+        ),
+    )
+
+
+@voice_clone.command("delete")
+@click.argument("clone_id")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@json_option
+@click.pass_obj
+def clone_delete(opts: PlatformOptions, clone_id: str, yes: bool, as_json: bool) -> None:
+    """Delete a voice clone for good (paid slots cannot be deleted)."""
+    confirm(f"Delete voice clone {clone_id}? This cannot be undone.", yes)
+
+    async def go() -> None:
+        async with client_for(opts) as client:
+            await client.delete_voice_clone(clone_id)
+
+    run(go())
+    emit(as_json, None, f"deleted voice clone {clone_id}")

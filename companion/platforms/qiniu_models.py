@@ -1,0 +1,457 @@
+"""Typed requests and replies of the Qiniu xiaozhi management API (fields named as in seeds 000/001).
+
+Replies keep the object they were read from in `raw`, so `--json` prints exactly what the server sent.
+Requests turn into the API's camelCase JSON with only the fields that were given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import PlatformError
+from .fields import as_dict, as_list, get_int, get_str, get_str_list
+from .mac import normalise_mac, parse_mac
+
+CHAT_HISTORY_CONF = {0: "off", 1: "text", 2: "text+audio"}
+CHAT_TYPES = {1: "user", 2: "agent", 3: "tool"}
+VOICE_CLONE_STATES = ("Init", "Training", "Success", "Failed")
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """`user/login`'s data: the bearer token and how many seconds it lives (43200 = 12 h)."""
+
+    token: str
+    expire_s: int | None
+    client_hash: str | None
+
+    def __repr__(self) -> str:
+        return f"LoginResult(expire_s={self.expire_s!r})"
+
+    @classmethod
+    def from_api(cls, data: Any) -> LoginResult:
+        obj = as_dict(data)
+        token = get_str(obj, "token")
+        if not token:
+            raise PlatformError("Qiniu: the login reply holds no token")
+        return cls(token=token, expire_s=get_int(obj, "expire"), client_hash=get_str(obj, "clientHash"))
+
+
+@dataclass(frozen=True)
+class Captcha:
+    """A captcha image and the id (uuid4) to send back with its text."""
+
+    captcha_id: str
+    image: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An agent as `agent/list`, `agent/search` or `agent/{id}` describe it (each gives a subset)."""
+
+    id: str
+    agent_name: str | None = None
+    assistant_name: str | None = None
+    llm_model_name: str | None = None
+    llm_model_id: str | None = None
+    vllm_model_name: str | None = None
+    tts_model_name: str | None = None
+    tts_voice_name: str | None = None
+    tts_voice_id: str | None = None
+    mem_model_id: str | None = None
+    intent_model_id: str | None = None
+    chat_history_conf: int | None = None
+    system_prompt: str | None = None
+    summary_memory: str | None = None
+    language: str | None = None
+    lang_code: str | None = None
+    dataset_ids: list[str] = field(default_factory=list)
+    device_count: int | None = None
+    last_connected_at: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    extra: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Any) -> Agent:
+        obj = as_dict(data)
+        agent_id = get_str(obj, "id")
+        if not agent_id:
+            raise PlatformError("Qiniu: an agent in the reply has no id")
+        extra = obj.get("extra")
+        return cls(
+            id=agent_id,
+            agent_name=get_str(obj, "agentName"),
+            assistant_name=get_str(obj, "assistantName"),
+            llm_model_name=get_str(obj, "llmModelName"),
+            llm_model_id=get_str(obj, "llmModelId"),
+            vllm_model_name=get_str(obj, "vllmModelName"),
+            tts_model_name=get_str(obj, "ttsModelName"),
+            tts_voice_name=get_str(obj, "ttsVoiceName"),
+            tts_voice_id=get_str(obj, "ttsVoiceId"),
+            mem_model_id=get_str(obj, "memModelId"),
+            intent_model_id=get_str(obj, "intentModelId"),
+            chat_history_conf=get_int(obj, "chatHistoryConf"),
+            system_prompt=get_str(obj, "systemPrompt"),
+            summary_memory=get_str(obj, "summaryMemory"),
+            language=get_str(obj, "language"),
+            lang_code=get_str(obj, "langCode"),
+            dataset_ids=get_str_list(obj, "datasetIds"),
+            device_count=get_int(obj, "deviceCount"),
+            last_connected_at=get_str(obj, "lastConnectedAt"),
+            created_at=get_str(obj, "createdAt"),
+            updated_at=get_str(obj, "updatedAt"),
+            extra=extra if isinstance(extra, dict) else None,
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class AgentCreate:
+    """`POST /xiaozhi/agent`: a name is enough; the rest falls back to the platform's template."""
+
+    agent_name: str
+    assistant_name: str | None = None
+    lang_code: str | None = None
+    tts_voice_id: str | None = None
+    system_prompt: str | None = None
+    llm_model_id: str | None = None
+    mem_model_id: str | None = None
+    intent_model_id: str | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        body = {API_NAMES[f.name]: getattr(self, f.name) for f in fields(self)}
+        return {key: value for key, value in body.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class AgentFunction:
+    """One plugin in `functions`: its id and its parameters."""
+
+    plugin_id: str
+    param_info: dict[str, Any] = field(default_factory=dict)
+
+    def to_api(self) -> dict[str, Any]:
+        return {"pluginId": self.plugin_id, "paramInfo": self.param_info}
+
+    @classmethod
+    def from_api(cls, data: Any) -> AgentFunction:
+        obj = as_dict(data)
+        plugin = get_str(obj, "pluginId")
+        if not plugin:
+            raise PlatformError(f"a function needs a pluginId, got {data!r}")
+        params = obj.get("paramInfo")
+        if params is not None and not isinstance(params, dict):
+            raise PlatformError(f"paramInfo of {plugin} must be an object")
+        return cls(plugin_id=plugin, param_info=params or {})
+
+
+@dataclass(frozen=True)
+class AgentUpdate:
+    """`PUT /xiaozhi/agent/{id}`: every field optional; only the fields that are set are sent.
+
+    None means "leave as is". `extra` is sent as given: whether the server merges or replaces nested
+    objects such as `extra.voice` is not documented, so give each nested object whole.
+    """
+
+    agent_code: str | None = None
+    agent_name: str | None = None
+    assistant_name: str | None = None
+    asr_model_id: str | None = None
+    vad_model_id: str | None = None
+    llm_model_id: str | None = None
+    vllm_model_id: str | None = None
+    tts_model_id: str | None = None
+    tts_voice_id: str | None = None
+    chat_history_conf: int | None = None
+    mem_model_id: str | None = None
+    intent_model_id: str | None = None
+    system_prompt: str | None = None
+    summary_memory: str | None = None
+    lang_code: str | None = None
+    language: str | None = None
+    sort: int | None = None
+    functions: list[AgentFunction] | None = None
+    extra: dict[str, Any] | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "functions":
+                value = [item.to_api() for item in value]
+            body[API_NAMES[f.name]] = value
+        return body
+
+    def is_empty(self) -> bool:
+        return not self.to_api()
+
+    @classmethod
+    def from_api_fields(cls, data: Mapping[str, Any], source: str = "update") -> AgentUpdate:
+        """An update from API-named keys (a JSON/TOML file); unknown keys are refused with the list."""
+        by_api = {api: name for name, api in API_NAMES.items() if name in UPDATE_FIELDS}
+        unknown = sorted(set(data) - set(by_api))
+        if unknown:
+            raise PlatformError(
+                f"{source}: unknown agent field(s) {', '.join(unknown)}; known: {', '.join(sorted(by_api))}"
+            )
+        kwargs: dict[str, Any] = {}
+        for api_key, value in data.items():
+            name = by_api[api_key]
+            if name == "functions":
+                if not isinstance(value, list):
+                    raise PlatformError(f"{source}: functions must be a list of {{pluginId, paramInfo}}")
+                value = [AgentFunction.from_api(item) for item in value]
+            elif name == "extra":
+                if not isinstance(value, dict):
+                    raise PlatformError(f"{source}: extra must be an object")
+            elif name in ("chat_history_conf", "sort"):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise PlatformError(f"{source}: {api_key} must be an integer")
+                if name == "chat_history_conf" and value not in CHAT_HISTORY_CONF:
+                    raise PlatformError(f"{source}: chatHistoryConf must be 0, 1 or 2")
+            elif value is not None and not isinstance(value, str):
+                raise PlatformError(f"{source}: {api_key} must be a string")
+            kwargs[name] = value
+        return cls(**kwargs)
+
+
+UPDATE_FIELDS = frozenset(f.name for f in fields(AgentUpdate))
+
+# The one table from our names to the API's.
+API_NAMES = {
+    "agent_code": "agentCode",
+    "agent_name": "agentName",
+    "assistant_name": "assistantName",
+    "asr_model_id": "asrModelId",
+    "vad_model_id": "vadModelId",
+    "llm_model_id": "llmModelId",
+    "vllm_model_id": "vllmModelId",
+    "tts_model_id": "ttsModelId",
+    "tts_voice_id": "ttsVoiceId",
+    "chat_history_conf": "chatHistoryConf",
+    "mem_model_id": "memModelId",
+    "intent_model_id": "intentModelId",
+    "system_prompt": "systemPrompt",
+    "summary_memory": "summaryMemory",
+    "lang_code": "langCode",
+    "language": "language",
+    "sort": "sort",
+    "functions": "functions",
+    "extra": "extra",
+}
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device bound to an agent (`device/bind/{agentId}`); `id` is its MAC."""
+
+    id: str
+    mac_address: str | None
+    board: str | None
+    alias: str | None
+    agent_id: str | None
+    app_version: str | None
+    last_connected_at: str | None
+    auto_update: int | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def mac(self) -> str:
+        return self.mac_address or self.id
+
+    @classmethod
+    def from_api(cls, data: Any) -> Device:
+        obj = as_dict(data)
+        return cls(
+            id=get_str(obj, "id") or get_str(obj, "macAddress") or "",
+            mac_address=get_str(obj, "macAddress"),
+            board=get_str(obj, "board"),
+            alias=get_str(obj, "alias"),
+            agent_id=get_str(obj, "agentId"),
+            app_version=get_str(obj, "appVersion"),
+            last_connected_at=get_str(obj, "lastConnectedAt"),
+            auto_update=get_int(obj, "autoUpdate"),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class BindResult:
+    """What binding by activation code returned: the device's MAC when the server says it."""
+
+    mac: str | None
+    raw: Any = None
+
+
+@dataclass(frozen=True)
+class PreregisterFailure:
+    value: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PreregisterOutcome:
+    """One requested MAC and what happened to it."""
+
+    mac: str
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PreregisterResult:
+    """`device/preregister`'s bare reply: partial success is normal, not an error."""
+
+    success_count: int
+    failed: list[PreregisterFailure]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Any) -> PreregisterResult:
+        obj = as_dict(data)
+        failed = [
+            PreregisterFailure(value=get_str(item, "value") or "", reason=get_str(item, "reason") or "")
+            for item in (as_dict(entry) for entry in as_list(obj.get("failed")))
+        ]
+        return cls(success_count=get_int(obj, "success_count") or 0, failed=failed, raw=obj)
+
+    def outcomes(self, requested: Sequence[str]) -> list[PreregisterOutcome]:
+        """One outcome per requested MAC (matched without case); failures the server named but we did
+        not request (e.g. serial numbers) are appended."""
+        reasons: dict[str, str] = {}
+        others: list[PreregisterFailure] = []
+        for failure in self.failed:
+            try:
+                reasons[parse_mac(failure.value)] = failure.reason
+            except PlatformError:
+                others.append(failure)
+        result: list[PreregisterOutcome] = []
+        for mac in dict.fromkeys(normalise_mac(mac) for mac in requested):
+            key = parse_mac(mac)
+            if key in reasons:
+                result.append(PreregisterOutcome(mac, False, reasons.pop(key)))
+            else:
+                result.append(PreregisterOutcome(mac, True))
+        result.extend(PreregisterOutcome(normalise_mac(k), False, r) for k, r in reasons.items())
+        result.extend(PreregisterOutcome(f.value, False, f.reason) for f in others)
+        return result
+
+
+@dataclass(frozen=True)
+class PreregDevice:
+    """A pre-registered device (`/v1/pre-register/...`)."""
+
+    id: str
+    agent_id: str | None
+    mac_address: str | None
+    serial_number: str | None
+    status: int | None
+    created_at: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Any) -> PreregDevice:
+        obj = as_dict(data)
+        return cls(
+            id=get_str(obj, "id") or "",
+            agent_id=get_str(obj, "agent_id"),
+            mac_address=get_str(obj, "mac_address"),
+            serial_number=get_str(obj, "serial_number"),
+            status=get_int(obj, "status"),
+            created_at=get_str(obj, "created_at"),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class ChatSession:
+    session_id: str
+    created_at: str | None
+    chat_count: int | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Any) -> ChatSession:
+        obj = as_dict(data)
+        return cls(
+            session_id=get_str(obj, "sessionId") or "",
+            created_at=get_str(obj, "createdAt"),
+            chat_count=get_int(obj, "chatCount"),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One line of a session: who spoke (`chat_type` 1 user, 2 agent, 3 tool) and what."""
+
+    created_at: str | None
+    chat_type: int | None
+    content: str | None
+    audio_url: str | None
+    mac_address: str | None
+    tool_info: str | None
+    tool_duration_ms: int | None
+    client_listen_mode: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def speaker(self) -> str:
+        if self.chat_type is None:
+            return "?"
+        return CHAT_TYPES.get(self.chat_type, str(self.chat_type))
+
+    @classmethod
+    def from_api(cls, data: Any) -> ChatMessage:
+        obj = as_dict(data)
+        return cls(
+            created_at=get_str(obj, "createdAt"),
+            chat_type=get_int(obj, "chatType"),
+            content=get_str(obj, "content"),
+            audio_url=get_str(obj, "audioUrl"),
+            mac_address=get_str(obj, "macAddress"),
+            tool_info=get_str(obj, "toolInfo"),
+            tool_duration_ms=get_int(obj, "toolDuration"),
+            client_listen_mode=get_str(obj, "clientListenMode"),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class VoiceClone:
+    """A voice-clone slot: Init → Training → Success | Failed; its language is fixed at creation."""
+
+    id: str
+    name: str | None
+    language: str | None
+    demo_url: str | None
+    state: str | None
+    tier: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("Success", "Failed")
+
+    @classmethod
+    def from_api(cls, data: Any) -> VoiceClone:
+        obj = as_dict(data)
+        clone_id = get_str(obj, "id")
+        if not clone_id:
+            raise PlatformError("Qiniu: a voice clone in the reply has no id")
+        return cls(
+            id=clone_id,
+            name=get_str(obj, "name"),
+            language=get_str(obj, "language"),
+            demo_url=get_str(obj, "demo_url"),
+            state=get_str(obj, "state"),
+            tier=get_str(obj, "tier"),
+            raw=obj,
+        )

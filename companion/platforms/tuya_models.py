@@ -1,0 +1,155 @@
+"""Typed replies and requests of Tuya's AI agent device chat service (snake_case, as the API spells it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import PlatformError
+from .fields import as_dict, as_list, get_bool, get_int, get_str, get_str_list
+
+BIND_ROLE_TYPES = {0: "custom", 1: "template", 2: "single"}
+
+
+@dataclass(frozen=True)
+class TuyaToken:
+    """An access token, its single-use refresh token and when it expires (wall clock, seconds)."""
+
+    access_token: str
+    refresh_token: str
+    expires_at: float
+    uid: str = ""
+
+    def __repr__(self) -> str:
+        return f"TuyaToken(expires_at={self.expires_at!r}, uid={self.uid!r})"
+
+    def expiring(self, now: float, margin_s: float = 60.0) -> bool:
+        return now >= self.expires_at - margin_s
+
+    @classmethod
+    def from_api(cls, result: Any, now: float) -> TuyaToken:
+        obj = as_dict(result)
+        access = get_str(obj, "access_token")
+        if not access:
+            raise PlatformError("Tuya: the token reply holds no access_token")
+        lifetime = get_int(obj, "expire_time") or get_int(obj, "expire") or 7200
+        return cls(
+            access_token=access,
+            refresh_token=get_str(obj, "refresh_token") or "",
+            expires_at=now + lifetime,
+            uid=get_str(obj, "uid") or "",
+        )
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role as the custom-role, template and binding calls describe it (each gives a subset)."""
+
+    role_id: str | None
+    role_name: str | None = None
+    role_desc: str | None = None
+    role_introduce: str | None = None
+    role_img_url: str | None = None
+    template_id: str | None = None
+    bind_role_type: int | None = None
+    bound: bool | None = None
+    use_lang_code: str | None = None
+    use_lang_name: str | None = None
+    use_timbre_id: str | None = None
+    use_timbre_name: str | None = None
+    use_llm_id: str | None = None
+    use_llm_name: str | None = None
+    speed: str | None = None
+    last_text_answer: str | None = None
+    llm_support_func_tag_list: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Any) -> Role:
+        obj = as_dict(data)
+        bound = get_bool(obj, "in_bind")
+        if bound is None:
+            bound = get_bool(obj, "bind_status")
+        return cls(
+            role_id=get_str(obj, "role_id"),
+            role_name=get_str(obj, "role_name"),
+            role_desc=get_str(obj, "role_desc"),
+            role_introduce=get_str(obj, "role_introduce"),
+            role_img_url=get_str(obj, "role_img_url"),
+            template_id=get_str(obj, "template_id"),
+            bind_role_type=get_int(obj, "bind_role_type"),
+            bound=bound,
+            use_lang_code=get_str(obj, "use_lang_code"),
+            use_lang_name=get_str(obj, "use_lang_name"),
+            use_timbre_id=get_str(obj, "use_timbre_id"),
+            use_timbre_name=get_str(obj, "use_timbre_name"),
+            use_llm_id=get_str(obj, "use_llm_id"),
+            use_llm_name=get_str(obj, "use_llm_name"),
+            speed=get_str(obj, "speed"),
+            last_text_answer=get_str(obj, "last_text_answer"),
+            llm_support_func_tag_list=get_str_list(obj, "llm_support_func_tag_list"),
+            raw=obj,
+        )
+
+
+@dataclass(frozen=True)
+class RoleFields:
+    """The editable fields of a custom role; None fields are not sent (so `update` changes only those)."""
+
+    role_name: str | None = None
+    role_desc: str | None = None
+    role_introduce: str | None = None
+    role_img_url: str | None = None
+    use_lang_code: str | None = None
+    use_timbre_id: str | None = None
+    use_llm_id: str | None = None
+    speed: str | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def missing(self, *names: str) -> list[str]:
+        return [name for name in names if getattr(self, name) in (None, "")]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    type: str
+    context: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One exchange of the device's chat history: the question, the answer, when, and its request id."""
+
+    request_id: str | None
+    gmt_create: int | None
+    question: list[Utterance]
+    answer: list[Utterance]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @staticmethod
+    def _parts(value: Any) -> list[Utterance]:
+        return [
+            Utterance(type=get_str(part, "type") or "", context=get_str(part, "context") or "")
+            for part in (as_dict(item) for item in as_list(value))
+        ]
+
+    @property
+    def question_text(self) -> str:
+        return " ".join(part.context for part in self.question if part.context)
+
+    @property
+    def answer_text(self) -> str:
+        return " ".join(part.context for part in self.answer if part.context)
+
+    @classmethod
+    def from_api(cls, data: Any) -> HistoryEntry:
+        obj = as_dict(data)
+        return cls(
+            request_id=get_str(obj, "request_id"),
+            gmt_create=get_int(obj, "gmt_create"),
+            question=cls._parts(obj.get("question")),
+            answer=cls._parts(obj.get("answer")),
+            raw=obj,
+        )
