@@ -79,8 +79,9 @@ class VadSettings:
 
     aggressiveness: int = setting(2, "webrtcvad aggressiveness, 0 (least) to 3 (most)", minimum=0, maximum=3)
     frame_ms: int = setting(30, "VAD frame length", choices=(10, 20, 30))
-    start_voiced: int = setting(4, "speech starts when this many of the last start_window frames are voiced",
-                                minimum=1, maximum=50)  # fmt: skip
+    start_voiced: int = setting(
+        4, "speech starts when this many of the last start_window frames are voiced", minimum=1, maximum=50
+    )
     start_window: int = setting(6, "frames looked at for the start trigger", minimum=1, maximum=50)
     hangover_ms: int = setting(700, "silence that ends speech", minimum=100, maximum=5000)
     preroll_ms: int = setting(300, "audio kept from before the start trigger", minimum=0, maximum=2000)
@@ -93,9 +94,10 @@ class BackendSettings:
 
     kind: str = setting("xiaozhi", "the voice agent protocol", choices=("xiaozhi", "chatbot_v3"))
     trigger: str = setting(
-        "vad", "what starts a turn: speech ('vad'), a button, or a wake word",
+        "vad",
+        "what starts a turn: speech ('vad'), a button, or a wake word",
         choices=("vad", "button", "wake_word"),
-    )  # fmt: skip
+    )
     reconnect_max_s: float = setting(60.0, "cap of the reconnect backoff", minimum=1, maximum=3600)
 
 
@@ -109,9 +111,10 @@ class XiaozhiSettings:
     protocol_version: int = setting(1, "websocket binary framing version", choices=(1, 2, 3))
     transport: str = setting("auto", "'auto' follows the OTA reply", choices=("auto", "websocket", "mqtt"))
     listen_mode: str = setting(
-        "auto", "who ends the utterance: server VAD, us, or full duplex",
+        "auto",
+        "who ends the utterance: server VAD, us, or full duplex",
         choices=("auto", "manual", "realtime"),
-    )  # fmt: skip
+    )
     device_id: str = setting("", "MAC-shaped device id; empty = the primary interface's MAC")
     board_name: str = setting("companion-pi", "board name sent in OTA and MCP")
     hello_timeout_s: float = setting(10.0, "wait for the server hello", minimum=1, maximum=60)
@@ -129,6 +132,32 @@ class XiaozhiSettings:
     custom_replace_prompt: dict[str, Any] = setting(
         {}, "Qiniu agent_params.custom_replace_prompt placeholders"
     )
+    # websocket backend, OTA and hello extras (xiaozhi_ws.py, ota.py)
+    flavor: str = setting(
+        "auto",
+        "server family: 'qiniu' adds Qiniu's hello extras (notify, PCM); 'auto' = qiniu for "
+        "*.qiniuapi.com URLs",
+        choices=("auto", "xiaozhi", "qiniu"),
+    )
+    server_aec: bool = setting(
+        False, "announce features.aec: the server stops its reply when we talk over it"
+    )
+    # MQTT + UDP transport (xiaozhi_mqtt.py); normally everything comes from the OTA reply's mqtt block
+    mqtt_endpoint: str = setting(
+        "", "skip OTA and use this MQTT broker, host[:port]; TLS on port 8883, the default port"
+    )
+    mqtt_client_id: str = setting("", "MQTT client id when mqtt_endpoint is set")
+    mqtt_username: str = setting("", "MQTT username when mqtt_endpoint is set")
+    mqtt_password: str = setting(
+        "", "MQTT password when mqtt_endpoint is set (secret: prefer COMPANION_XIAOZHI_MQTT_PASSWORD)"
+    )
+    mqtt_publish_topic: str = setting("device-server", "topic we publish to when mqtt_endpoint is set")
+    mqtt_subscribe_topic: str = setting(
+        "", "topic the server publishes to; '' = devices/p2p/<device id with _ for :>"
+    )
+    mqtt_keepalive_s: int = setting(
+        240, "MQTT keepalive when the OTA reply sets none", minimum=10, maximum=65535
+    )
 
 
 @dataclass(frozen=True)
@@ -145,6 +174,13 @@ class BridgeSettings:
 
     port: str = setting("", "'' = off, 'auto' = detect by USB id, or a serial device path")
     baudrate: int = setting(921600, "UART speed (ignored by USB-CDC and ptys)", minimum=9600, maximum=4000000)
+    usb_ids: list[str] = setting(
+        [], "extra USB ids that port = 'auto' accepts, as hex 'VID:PID' or 'VID' (e.g. '303a:1001')"
+    )
+    timeout_s: float = setting(
+        3.0, "the board counts as gone after this long without a frame (it is pinged every second)",
+        minimum=1.5, maximum=60,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -153,6 +189,7 @@ class LedSettings:
 
     brightness: int = setting(60, "LED brightness 0-100", minimum=0, maximum=100)
     show_emotions: bool = setting(True, "tint the speaking animation with the agent's emotion")
+    idle_color: str = setting("", "lamp colour while idle as '#RRGGBB' (e.g. '#201008'); '' = LEDs off")
 
 
 @dataclass(frozen=True)
@@ -164,6 +201,11 @@ class TelemetrySettings:
     prometheus_port: int = setting(
         0, "0 = off; else serve metrics on 127.0.0.1:<port>", minimum=0, maximum=65535
     )
+    keep_files: int = setting(3, "rotated files kept (turns.jsonl.1 …)", minimum=0, maximum=50)
+    label: str = setting(
+        "", "free text stored in every record, e.g. 'jabra headset, kitchen, 4G'; the report groups by it"
+    )
+    record_text: bool = setting(True, "store the first transcript's text in each record")
 
 
 @dataclass(frozen=True)
@@ -171,6 +213,14 @@ class LogSettings:
     """Logging."""
 
     level: str = setting("info", "log level", choices=("debug", "info", "warning", "error"))
+    format: str = setting(
+        "auto",
+        "'journal' (<N> priority prefixes, no timestamps), 'text', or 'auto' (journal under systemd)",
+        choices=("auto", "journal", "text"),
+    )
+    wire: bool = setting(
+        False, "at debug level, also log every websocket/HTTP frame (large; secrets are still masked)"
+    )
 
 
 @dataclass(frozen=True)
@@ -340,8 +390,14 @@ def _type_name(hint: Any) -> str:
 
 
 def _describe(value: Any) -> str:
-    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "a list", dict: "a table"}  # fmt: skip
+    kinds = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
     return f"{kinds.get(type(value), type(value).__name__)} {value!r}"
 
 

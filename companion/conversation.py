@@ -144,6 +144,7 @@ class Conversation:
         self.turn_finished = asyncio.Event()
         self._state_changed = asyncio.Event()
         self._last_voice = 0.0
+        self._cue_playing = False
 
     # ------------------------------------------------------------------ subscriptions
     def subscribe(self, listener: StateListener) -> None:
@@ -239,10 +240,43 @@ class Conversation:
             self.turn.bytes_up += len(packet)
         self._uplink_wake.set()
 
+    def play_cue(self, pcm: bytes, rate: int) -> None:
+        """Play a prompt or earcon now unless the agent is speaking; a reply that starts cuts it off."""
+        if self.state is S.SPEAKING:
+            return
+        if rate != self.speaker.rate:
+            pcm = MonoResampler(rate, self.speaker.rate).process_bytes(pcm, last=True)
+        if self._downlink.full():
+            self.downlink_dropped += 1
+            return
+        self._downlink.put_nowait(("cue", (self._speaking_epoch, pcm)))
+
+    def _resampler(self, rate: int) -> MonoResampler:
+        resampler = self._resamplers.get(rate)
+        if resampler is None:
+            resampler = self._resamplers[rate] = MonoResampler(rate, self.speaker.rate)
+        return resampler
+
+    async def _play_cue(self, epoch: int, pcm: bytes) -> None:
+        if epoch != self._speaking_epoch or self.state is S.SPEAKING:
+            return
+        self._cue_playing = True
+        try:
+            self.speaker.begin()
+            await self.speaker.write(pcm)
+            self.speaker.end()
+            await self.speaker.wait_drained(len(pcm) / 2 / self.speaker.rate + 2.0)
+            if self.state is not S.SPEAKING:
+                await self.speaker.close()
+        finally:
+            self._cue_playing = False
+
     async def _play_downlink(self) -> None:
         while True:
             kind, item = await self._downlink.get()
-            if kind == "audio":
+            if kind == "cue":
+                await self._play_cue(*item)
+            elif kind == "audio":
                 epoch, pcm = item
                 if epoch == self._speaking_epoch:
                     await self.speaker.write(pcm)
@@ -509,6 +543,8 @@ class Conversation:
         self._cancel_timer()
         self._speaking_epoch += 1
         self._decoder = None
+        if self._cue_playing:
+            self.speaker.flush()  # the reply cuts a prompt short
         self.speaker.begin()
         self.set_state(S.SPEAKING)
 
@@ -539,8 +575,7 @@ class Conversation:
         if event.codec == "pcm":
             if event.sample_rate == rate:
                 return event.payload
-            resampler = self._resamplers.setdefault(event.sample_rate, MonoResampler(event.sample_rate, rate))
-            return resampler.process_bytes(event.payload)
+            return self._resampler(event.sample_rate).process_bytes(event.payload)
         log.debug("audio codec %r not playable; skipped", event.codec)
         return None
 

@@ -18,8 +18,21 @@ from .audio.endpointer import Endpointer
 from .audio.speaker import AudioSink, DeviceSpeaker, WavSpeaker
 from .config import Settings
 from .conversation import Conversation, Turn
+from .cues import Cues
 from .errors import ConfigError
-from .events import Backend, BackendEvent, DeviceState, EventSink, ListenMode, RestartRequested, ToolRequest
+from .events import (
+    Backend,
+    BackendEvent,
+    DeviceState,
+    Disconnected,
+    EventSink,
+    ListenMode,
+    RestartRequested,
+    ToolRequest,
+)
+from .service import Notifier, Watchdog, install_signal_handlers
+from .state_dir import state_dir
+from .telemetry import Telemetry, TurnRecord, build_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +97,8 @@ class RunOptions:
     on_turn: Callable[[Turn], None] | None = None
     on_state: Callable[[DeviceState, DeviceState], None] | None = None
     console_button: bool = True  # Enter on a terminal = button press
+    service: bool = False  # systemd notify, watchdog, SIGTERM/SIGHUP handling
+    cues: bool = True  # spoken prompts and earcons
     extra_tasks: list[Callable[[], Any]] = field(default_factory=list)
 
 
@@ -102,10 +117,23 @@ class Runtime:
         self._stop = asyncio.Event()
         self._exit_code = 0
         self._tool_handler: Callable[[ToolRequest], Any] | None = None
+        self.reload_requested = False
+        self.reconnects = 0
+        self._turn_reconnects = 0
+        self._turn_underruns = 0
+        self.telemetry: Telemetry | None = None
+        self.cues: Cues | None = None
+        self.notifier = Notifier()
 
     def stop(self, code: int = 0) -> None:
         """Ask the run to finish (SIGTERM, --turns reached)."""
         self._exit_code = code
+        self._stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: finish this run so the caller starts again with the re-read configuration."""
+        log.info("reloading the configuration")
+        self.reload_requested = True
         self._stop.set()
 
     def _dispatch(self, event: BackendEvent) -> None:
@@ -116,12 +144,29 @@ class Runtime:
         if isinstance(event, RestartRequested):
             log.warning("server asked for a restart: %s", event.reason)
             return
+        if isinstance(event, Disconnected):
+            self.reconnects += 1
         assert self.conversation is not None
         self.conversation.on_backend_event(event)
+
+    def _tell_service_manager(self, old: DeviceState, new: DeviceState) -> None:
+        self.notifier.status(new.value)
 
     def _turn_done(self, turn: Turn) -> None:
         if self.options.on_turn is not None:
             self.options.on_turn(turn)
+        if self.telemetry is not None and self.conversation is not None and self.sink is not None:
+            underruns = self.sink.buffer.underruns
+            self.telemetry.record(
+                TurnRecord.from_turn(
+                    turn,
+                    backend=self.settings.backend.kind,
+                    mode=self.conversation.listen_mode.value,
+                    underruns=underruns - self._turn_underruns,
+                    reconnects=self.reconnects - self._turn_reconnects,
+                )
+            )
+            self._turn_underruns, self._turn_reconnects = underruns, self.reconnects
         conv = self.conversation
         if self.options.turns is not None and conv is not None and conv.turns_completed >= self.options.turns:
             log.info("%d turn(s) completed; exiting", conv.turns_completed)
@@ -146,6 +191,22 @@ class Runtime:
         conv.on_turn(self._turn_done)
         if self.options.on_state is not None:
             conv.subscribe(self.options.on_state)
+        conv.subscribe(self._tell_service_manager)
+        self.cues = Cues(conv, settings.audio.prompts_language, enabled=self.options.cues)
+        conv.subscribe(self.cues.on_state)
+        if settings.telemetry.enabled or settings.telemetry.prometheus_port:
+            try:
+                self.telemetry = build_telemetry(settings.telemetry, state_dir())
+            except OSError as exc:
+                log.error("telemetry is off: %s", exc)
+        signals = None
+        if self.options.service:
+            signals = install_signal_handlers(
+                asyncio.get_running_loop(),
+                on_term=lambda: self.stop(0),
+                on_hup=self.reload,
+                notifier=self.notifier,
+            )
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
@@ -157,14 +218,25 @@ class Runtime:
                     tasks.append(group.create_task(self._console_button(), name="console"))
                 for make in self.options.extra_tasks:
                     tasks.append(group.create_task(make()))
+                if self.options.service:
+                    tasks.append(
+                        group.create_task(Watchdog(self.healthy, self.notifier).run(), name="watchdog")
+                    )
                 self.ready_at = time.monotonic()
                 log.info("ready in %.3f s", self.ready_at - self.started)
+                self.notifier.ready(conv.state.value)
                 await self._stop.wait()
+                self.notifier.stopping("reloading" if self.reload_requested else "stopping")
                 await conv.close()
                 for task in tasks:
                     task.cancel()
         finally:
             await self._shutdown()
+            if signals is not None:
+                signals.cancel_deadline()
+                signals.remove()
+            if self.telemetry is not None:
+                self.telemetry.close()
         return self._exit_code
 
     async def _capture(self) -> None:
@@ -187,17 +259,18 @@ class Runtime:
                     self.conversation.on_button("press")
 
     async def _shutdown(self) -> None:
-        for closer in (
-            self.backend.close if self.backend else None,
-            self.source.close if self.source else None,
-        ):
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(closer(), 1.0)
-        if self.sink is not None:
-            shutdown = getattr(self.sink, "shutdown", self.sink.close)
+        """Close everything at once, each with a bound, so SIGTERM ends the process well inside 2 s."""
+        closers = [
+            self.backend.close() if self.backend else None,
+            self.source.close() if self.source else None,
+            self.sink.shutdown() if self.sink else None,
+        ]
+
+        async def bounded(closer: Any) -> None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(shutdown(), 1.0)
+                await asyncio.wait_for(closer, 0.8)
+
+        await asyncio.gather(*(bounded(c) for c in closers if c is not None))
 
     def healthy(self) -> bool:
         """For the watchdog: audio callbacks are arriving and the loop is turning."""

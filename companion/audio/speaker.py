@@ -45,6 +45,8 @@ class AudioSink(Protocol):
 
     async def close(self) -> None: ...
 
+    async def shutdown(self) -> None: ...
+
     def healthy(self, now: float) -> bool: ...
 
 
@@ -119,6 +121,14 @@ class _SinkBase:
         """False when the output is open but its callback has stopped running."""
         return not self.active or now - self.last_callback < 2.0
 
+    async def close(self) -> None:
+        """Release the output until the next reply."""
+        self.active = False
+
+    async def shutdown(self) -> None:
+        """Release everything at exit."""
+        await self.close()
+
 
 class DeviceSpeaker(_SinkBase):
     """Plays through a PortAudio output device."""
@@ -148,9 +158,14 @@ class DeviceSpeaker(_SinkBase):
             return
         try:
             stream = self._sd.OutputStream(
-                device=self._device.index, samplerate=self.out_rate, channels=self._channels,
-                dtype="int16", blocksize=self._block, latency="low", callback=self._callback,
-            )  # fmt: skip
+                device=self._device.index,
+                samplerate=self.out_rate,
+                channels=self._channels,
+                dtype="int16",
+                blocksize=self._block,
+                latency="low",
+                callback=self._callback,
+            )
             stream.start()
         except Exception as exc:
             raise AudioDeviceError(f"cannot open output device {self._device.name!r}: {exc}") from None

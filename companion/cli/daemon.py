@@ -6,8 +6,10 @@ import asyncio
 import dataclasses
 import logging
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -18,6 +20,7 @@ from ..events import DeviceState
 from ..runtime import RunOptions, Runtime
 
 log = logging.getLogger("companion")
+F = TypeVar("F", bound=Callable[..., Any])
 
 TIMELINE = (
     ("speech_start", "speech detected"),
@@ -35,11 +38,13 @@ def configure_logging(settings: Settings | None, debug: bool) -> None:
     """Log setup for the daemon commands (journald-aware, secrets redacted)."""
     from ..logsetup import setup_logging
 
-    level = "debug" if debug else (settings.log.level if settings else "info")
-    setup_logging(level)
+    if settings is None:
+        setup_logging("info", debug=debug)
+    else:
+        setup_logging(settings.log.level, debug=debug, fmt=settings.log.format, wire=settings.log.wire)
 
 
-def _settings_options(func):  # type: ignore[no-untyped-def]
+def _settings_options(func: F) -> F:
     """The options every voice-loop command shares."""
     options = [
         click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file"),
@@ -104,19 +109,32 @@ def run(
     debug: bool,
     turns: int | None,
 ) -> None:
-    """Run the voice companion daemon."""
+    """Run the voice companion daemon (SIGTERM stops it, SIGHUP reloads the configuration)."""
     click.get_current_context().meta["companion.debug"] = debug
     settings = load_for_command(config_path, overrides, input_, output)
     configure_logging(settings, debug)
-    log.info(
-        "config: %s; backend %s; input %s; output %s",
-        settings.source,
-        settings.backend.kind,
-        settings.audio.input,
-        settings.audio.output,
-    )
-    runtime = Runtime(settings, RunOptions(turns=turns))
-    raise SystemExit(asyncio.run(runtime.run()))
+    reload = lambda: load_for_command(config_path, overrides, input_, output)  # noqa: E731
+    raise SystemExit(asyncio.run(_run(settings, turns, reload)))
+
+
+async def _run(settings: Settings, turns: int | None, reload: Callable[[], Settings]) -> int:
+    """Run until stopped; on SIGHUP load the configuration again and start over with it."""
+    while True:
+        log.info(
+            "config: %s; backend %s; input %s; output %s",
+            settings.source,
+            settings.backend.kind,
+            settings.audio.input,
+            settings.audio.output,
+        )
+        runtime = Runtime(settings, RunOptions(turns=turns, service=True))
+        code = await runtime.run()
+        if not runtime.reload_requested:
+            return code
+        try:
+            settings = reload()
+        except CompanionError as exc:
+            log.error("the new configuration is not valid, keeping the old one: %s", exc)
 
 
 @click.command()
