@@ -638,5 +638,5 @@ class Conversation:
         if self.state is S.SPEAKING:
             self.speaker.flush()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.backend.abort(""), 0.5)
+                await asyncio.wait_for(self.backend.abort(""), 0.3)
         self._end_turn("shutdown")

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "companion.cli.report",
     "companion.cli.service",
     "companion.cli.echo_server",
+    "companion.cli.provision",
 )
 
 
@@ -43,6 +44,7 @@ COMMAND_HOMES = {
     "tuya": "companion.cli.tuya",
     "report": "companion.cli.report",
     "service": "companion.cli.service",
+    "provision": "companion.cli.provision",
 }
 
 

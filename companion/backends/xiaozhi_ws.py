@@ -1,0 +1,512 @@
+"""The xiaozhi backend over a websocket: the sans-I/O ClientSession joined to `websockets`.
+
+One long-running task (`run`) connects, says hello, waits for the server hello (10 s) and then for the
+MCP `initialize` exchange or `settle_ms` (a server drops audio sent before it is ready, spec §9), reports
+`Connected`, and pumps messages until the channel dies; then it waits the shared backoff and connects
+again, forever. An authentication failure (HTTP 401/403 on the upgrade, or the server's plain-text
+`认证失败`) re-runs the OTA check for a fresh token instead of retrying the stale one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from ..config import AudioSettings, XiaozhiSettings
+from ..errors import ConfigError
+from ..events import (
+    Alert,
+    Connected,
+    Disconnected,
+    EventSink,
+    ListenMode,
+    RestartRequested,
+    SpeechEnded,
+    ToolRequest,
+    UplinkFormat,
+)
+from ..logsetup import register_secret
+from ..protocols.xiaozhi.messages import AudioParams
+from ..protocols.xiaozhi.session import (
+    ChannelDead,
+    ChannelNotOpen,
+    ClientSession,
+    HelloReceived,
+    ServerText,
+    SessionConfig,
+    SessionEvent,
+)
+from ..service import XIAOZHI_TOKEN, read_secret
+from . import ota
+from .backoff import Backoff
+from .identity import Identity
+from .tls import client_context, explain_verify_error, find_verify_error
+
+log = logging.getLogger(__name__)
+# websockets logs handshake headers at DEBUG, Authorization included: its logger never goes below INFO.
+_wire_log = logging.getLogger(f"{__name__}.websockets")
+_wire_log.setLevel(logging.INFO)
+
+PLANNED_RECONNECT_QUIET_S = 2.0  # after `notify config_updated`: reconnect once this long without a turn
+MAX_MESSAGE_BYTES = 1 << 20
+QINIU_PCM_PARAMS = {
+    "bit_depth": 16,
+    "endianness": "little",
+    "frame_size": 320,
+    "sample_format": "signed_int16",
+}
+
+
+class AuthFailed(Exception):
+    """The server refused our credentials."""
+
+
+class ChannelLost(Exception):
+    """The channel ended; the message is the reason for the log and the Disconnected event."""
+
+
+def handshake_headers(token: str, version: int, identity: Identity) -> dict[str, str]:
+    """The firmware's websocket headers (spec §1.2, vector §8.1).
+
+    `Bearer ` is added to a token without a space; an empty token sends no Authorization header.
+    """
+    headers: dict[str, str] = {}
+    token = token.strip()
+    if token:
+        headers["Authorization"] = token if " " in token else f"Bearer {token}"
+    headers["Protocol-Version"] = str(version)
+    headers["Device-Id"] = identity.device_id
+    headers["Client-Id"] = identity.client_id
+    return headers
+
+
+def is_qiniu(settings: XiaozhiSettings) -> bool:
+    """True when the Qiniu hello extras apply (by config, or by the URLs' host)."""
+    if settings.flavor != "auto":
+        return settings.flavor == "qiniu"
+    hosts = (urlsplit(u).hostname or "" for u in (settings.ota_url, settings.websocket_url) if u)
+    return any(h.endswith(("qiniuapi.com", "qiniu.com")) for h in hosts)
+
+
+def session_config(settings: XiaozhiSettings, audio: AudioSettings, version: int) -> SessionConfig:
+    """The hello we announce: the firmware's, plus Qiniu's extras when they apply."""
+    qiniu = is_qiniu(settings)
+    features: dict[str, Any] | None = None
+    if settings.server_aec or qiniu:
+        features = {"mcp": True, "glyph_push": False}
+        if settings.server_aec:
+            features["aec"] = True
+        if qiniu:
+            features["notify"] = {"config_updated": True}
+    if qiniu and audio.codec == "pcm":
+        uplink = AudioParams("pcm", 16000, 1, 20, dict(QINIU_PCM_PARAMS))
+    else:
+        uplink = AudioParams("opus", 16000, 1, 60)
+    if qiniu:
+        uplink = AudioParams(
+            uplink.format,
+            uplink.sample_rate,
+            uplink.channels,
+            uplink.frame_duration,
+            {**uplink.extra, "play_buffer_duration": max(audio.prebuffer_ms, 300)},
+        )
+    agent = (
+        {"custom_replace_prompt": dict(settings.custom_replace_prompt)}
+        if settings.custom_replace_prompt
+        else None
+    )
+    return SessionConfig(
+        transport="websocket",
+        version=version,
+        uplink=uplink,
+        features=features,
+        agent_params=agent,
+        hello_timeout_s=settings.hello_timeout_s,
+        idle_timeout_s=settings.idle_timeout_s,
+    )
+
+
+class XiaozhiWebsocketBackend:
+    """xiaozhi.me, Qiniu or a self-hosted xiaozhi-esp32-server over websocket (implements Backend)."""
+
+    name = "xiaozhi"
+    supports_text = True
+
+    def __init__(
+        self,
+        settings: XiaozhiSettings,
+        sink: EventSink,
+        *,
+        identity: Identity,
+        audio: AudioSettings | None = None,
+        reconnect_max_s: float = 60.0,
+        backoff: Backoff | None = None,
+        ota_reply: ota.OtaReply | None = None,
+        on_activation: Callable[[ota.Activation], None] | None = None,
+    ) -> None:
+        """`ota_reply`: a reply the caller already has (skips the first OTA check).
+
+        Without `settings.websocket_url` the backend runs OTA (and activation) itself. Raises
+        ConfigError at once for an unusable `xiaozhi.tls_ca`.
+        """
+        self.settings = settings
+        self.audio = audio or AudioSettings()
+        self._sink = sink
+        self.identity = identity
+        self.backoff = backoff or Backoff(cap=reconnect_max_s)
+        self._ota_reply = ota_reply
+        self._on_activation = on_activation
+        self._ssl: ssl.SSLContext = client_context(settings.tls_ca)
+        if settings.token:
+            register_secret(settings.token)
+        probe = session_config(settings, self.audio, settings.protocol_version)
+        fmt = probe.uplink
+        self.uplink = UplinkFormat(fmt.format, fmt.sample_rate, fmt.frame_duration)
+        if self.audio.codec == "pcm" and fmt.format != "pcm":
+            log.warning(
+                "PCM uplink needs a Qiniu server (xiaozhi-esp32-server decodes Opus only); using Opus"
+            )
+        self.stats: Counter[str] = Counter()
+        self.session: ClientSession | None = None
+        self._ws: ClientConnection | None = None
+        self._endpoint: ota.WebsocketEndpoint | None = None
+        self._ready = False
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._init_id: int | None = None
+        self._auth_failed = False
+        self._planned_reconnect = False
+        self._last_activity = 0.0
+        self._last_reason = ""
+        self._failures = 0
+
+    # ------------------------------------------------------------------ Backend interface
+    @property
+    def connected(self) -> bool:
+        """True from `Connected` until the channel is lost."""
+        return self._ready
+
+    async def run(self) -> None:
+        """Connect and serve the channel forever (until `close()`), reconnecting with backoff."""
+        refresh = False
+        while not self._closing:
+            auth_failed = False
+            try:
+                endpoint = await self._resolve(refresh)
+                refresh = False
+                reason = await self._serve(endpoint)
+            except asyncio.CancelledError:
+                await self._drop_socket()
+                raise
+            except AuthFailed as exc:
+                reason, auth_failed = str(exc), True
+                refresh = not self.settings.websocket_url
+            except ota.OtaError as exc:
+                reason = str(exc)
+            except ChannelLost as exc:
+                reason = str(exc)
+            except ConfigError:
+                raise
+            except Exception as exc:  # every failure is retried; the cause is logged
+                reason = _describe(exc, self.settings.tls_ca)
+            finally:
+                await self._drop_socket()
+            was_ready, self._ready = self._ready, False
+            if self._closing:
+                break
+            planned = self._planned_reconnect
+            self._planned_reconnect = False
+            if was_ready:
+                self._sink(Disconnected(reason, auth_failed=auth_failed))
+                if not planned:
+                    self.backoff.reset()
+            elif reason != self._last_reason:
+                self._sink(Disconnected(reason, auth_failed=auth_failed))
+            delay = 0.0 if planned else self.backoff.next_delay()
+            repeated = reason == self._last_reason and not was_ready
+            self._failures = self._failures + 1 if repeated else 1
+            if planned:
+                level = logging.INFO
+            elif repeated:  # the same cause again: a reminder every 10 attempts, else debug
+                level = logging.WARNING if self._failures % 10 == 0 else logging.DEBUG
+            else:
+                level = logging.WARNING
+            self._last_reason = reason
+            log.log(level, "xiaozhi channel down: %s; reconnecting in %.1f s%s", reason, delay,
+                    f" (attempt {self._failures})" if repeated else "")  # fmt: skip
+            if auth_failed and refresh:
+                log.info("authentication failed: the OTA check runs again for a fresh token")
+            if delay:
+                self._wake.clear()
+                if not self._closing:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def start_listening(self, mode: ListenMode) -> None:
+        """Send `listen start` in `mode`."""
+        await self._send_control(lambda s: s.listen_start(str(mode)))
+
+    async def stop_listening(self) -> None:
+        """Send `listen stop`."""
+        await self._send_control(lambda s: s.listen_stop())
+
+    async def send_audio(self, frame: bytes) -> None:
+        """Send one uplink packet (dropped and counted when the channel is not ready or is gated)."""
+        session, ws = self.session, self._ws
+        if not self._ready or session is None or ws is None:
+            self.stats["uplink_dropped"] += 1
+            return
+        data = session.audio_frame(frame)
+        if data is None:
+            self.stats["uplink_dropped"] += 1
+            return
+        self._last_activity = time.monotonic()
+        if await self._send(data):
+            self.stats["uplink_sent"] += 1
+
+    async def abort(self, reason: str = "") -> None:
+        """Send `abort` (reason "wake_word_detected" or none)."""
+        await self._send_control(lambda s: s.abort(reason))
+
+    async def send_text(self, text: str) -> None:
+        """A typed utterance, as `listen detect` (servers treat a non-wake-word text as the user's words)."""
+        await self._send_control(lambda s: s.listen_detect(text))
+
+    async def send_tool_result(self, payload: dict[str, Any]) -> None:
+        """Send an MCP reply or notification; the reply to `initialize` makes the channel ready."""
+        session = self.session
+        if session is None or self._ws is None:
+            log.debug("MCP reply dropped: no channel")
+            return
+        await self._send(session.mcp(payload))
+        if self._init_id is not None and payload.get("id") == self._init_id and "result" in payload:
+            self._init_id = None
+            self._become_ready("MCP initialize answered")
+
+    async def close(self) -> None:
+        """Stop reconnecting and close the channel."""
+        self._closing = True
+        self._wake.set()
+        await self._drop_socket()
+
+    # ------------------------------------------------------------------ connecting
+    async def _resolve(self, refresh: bool) -> ota.WebsocketEndpoint:
+        settings = self.settings
+        if settings.websocket_url:
+            token = settings.token or read_secret(XIAOZHI_TOKEN) or ""
+            return ota.WebsocketEndpoint(settings.websocket_url, token, settings.protocol_version)
+        if self._endpoint is not None and not refresh:
+            return self._endpoint
+        reply, self._ota_reply = self._ota_reply, None
+        reply = await ota.activate(settings, self.identity, on_code=self._activation_code, reply=reply)
+        choice = reply.transport(settings.transport)
+        if reply.websocket is None:
+            raise ota.OtaError(
+                f"the OTA server {settings.ota_url} offers no websocket endpoint (transport {choice}); "
+                "this needs the MQTT backend (xiaozhi.transport = 'auto' or 'mqtt')"
+            )
+        if choice != "websocket":
+            log.warning("the OTA reply prefers MQTT, but this is the websocket backend: using its websocket")
+        self._endpoint = reply.websocket
+        return reply.websocket
+
+    def _activation_code(self, activation: ota.Activation) -> None:
+        text = f"activation code {activation.code}"
+        if activation.message:
+            text += f": {' '.join(activation.message.split())}"
+        self._sink(Alert("activation", text, "link"))
+        if self._on_activation is not None:
+            self._on_activation(activation)
+
+    async def _serve(self, endpoint: ota.WebsocketEndpoint) -> str:
+        """One connection, from upgrade to close; returns (or raises) the reason it ended."""
+        version = endpoint.version or self.settings.protocol_version
+        headers = handshake_headers(endpoint.token, version, self.identity)
+        secure = endpoint.url.startswith("wss:")
+        log.debug("connecting to %s (protocol v%d)", endpoint.url, version)
+        try:
+            ws = await connect(
+                endpoint.url,
+                additional_headers=headers,
+                ssl=self._ssl if secure else None,
+                open_timeout=self.settings.hello_timeout_s,
+                compression=None,
+                max_size=MAX_MESSAGE_BYTES,
+                ping_interval=20,
+                ping_timeout=20,
+                close_timeout=2,
+                logger=_wire_log,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise AuthFailed(f"{endpoint.url} refused our credentials (HTTP {status})") from None
+            raise ChannelLost(f"{endpoint.url} refused the websocket upgrade (HTTP {status})") from None
+        except InvalidHandshake as exc:
+            raise ChannelLost(f"{endpoint.url}: websocket handshake failed ({exc})") from None
+        self._ws = ws
+        session = ClientSession(session_config(self.settings, self.audio, version))
+        self.session = session
+        self._init_id = None
+        self._auth_failed = False
+        loop = asyncio.get_running_loop()
+        hello_at: float | None = None
+        try:
+            await ws.send(session.hello(loop.time()))
+            while True:
+                now = loop.time()
+                deadline = session.next_deadline(now)
+                if hello_at is not None and not self._ready:
+                    deadline = min(deadline, hello_at + self.settings.settle_ms / 1000)
+                if session.reconnect_wanted:
+                    deadline = min(deadline, now + 0.5)
+                try:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that
+                    # arrives as a message does, and SIGTERM would then hang on the next recv.
+                    async with asyncio.timeout(max(0.0, deadline - now)):
+                        message = await ws.recv()
+                except TimeoutError:
+                    message = None
+                now = loop.time()
+                if message is None:
+                    events: list[SessionEvent] = session.check(now)
+                elif isinstance(message, str):
+                    events = session.receive_text(message, now)
+                else:
+                    events = session.receive_binary(message, now)
+                for event in events:
+                    if isinstance(event, HelloReceived):
+                        hello_at = now
+                        log.info("xiaozhi session %s open (%s)", event.session_id or "(no id)", endpoint.url)
+                        if self.settings.settle_ms == 0:
+                            self._become_ready("settle time 0")
+                    else:
+                        self._deliver(event)
+                if (
+                    hello_at is not None
+                    and not self._ready
+                    and now >= hello_at + self.settings.settle_ms / 1000
+                ):
+                    self._become_ready("settle time passed")
+                if session.reconnect_wanted and self._turn_over():
+                    self._planned_reconnect = True
+                    return "reconnecting: the agent configuration was updated"
+        except ConnectionClosed as exc:
+            await self._drain(ws, session, loop.time())
+            if self._auth_failed:
+                raise AuthFailed(f"{endpoint.url} refused our credentials (认证失败)") from None
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            raise ChannelLost(
+                "server closed the connection" + (f" (code {code})" if code else " without a close frame")
+            ) from None
+
+    async def _drain(self, ws: ClientConnection, session: ClientSession, now: float) -> None:
+        """Read what arrived before the close (e.g. the server's 认证失败 line); recv returns buffered
+        messages after a close until they run out."""
+        for _ in range(16):
+            try:
+                async with asyncio.timeout(0.2):
+                    message = await ws.recv()
+            except (ConnectionClosed, TimeoutError):
+                return
+            if isinstance(message, str):
+                for event in session.receive_text(message, now):
+                    if isinstance(event, ServerText) and event.auth_failed:
+                        self._auth_failed = True
+
+    def _turn_over(self) -> bool:
+        """True when no turn is under way: not speaking, no reply awaited, nothing sent for a while."""
+        session = self.session
+        if session is None or session.speaking or session.awaiting_reply:
+            return False
+        return time.monotonic() - self._last_activity >= PLANNED_RECONNECT_QUIET_S
+
+    def _deliver(self, event: SessionEvent) -> None:
+        if isinstance(event, ChannelDead):
+            raise ChannelLost(event.reason)
+        if isinstance(event, ServerText):
+            if event.auth_failed:
+                self._auth_failed = True
+            return
+        if isinstance(event, ToolRequest):
+            method = event.payload.get("method")
+            ident = event.payload.get("id")
+            if method == "initialize" and isinstance(ident, int) and not isinstance(ident, bool):
+                self._init_id = ident
+        elif isinstance(event, RestartRequested) and not event.reconnect_only:
+            if self.settings.reboot_action == "ignore":
+                log.info("server asked for a reboot; ignored (xiaozhi.reboot_action = ignore)")
+                return
+        elif isinstance(event, SpeechEnded):
+            self._last_activity = time.monotonic()
+        if not isinstance(event, Connected | Disconnected):
+            self._sink(event)  # type: ignore[arg-type]
+
+    def _become_ready(self, why: str) -> None:
+        if self._ready or self.session is None or not self.session.is_open:
+            return
+        self._ready = True
+        self._last_activity = time.monotonic()
+        self._last_reason = ""
+        log.debug("channel ready (%s)", why)
+        self._sink(Connected(self.session.session_id))
+
+    # ------------------------------------------------------------------ sending
+    async def _send_control(self, build: Callable[[ClientSession], str]) -> None:
+        session = self.session
+        if session is None or self._ws is None or not self._ready:
+            log.info("not connected to the xiaozhi server; message dropped")
+            return
+        try:
+            text = build(session)
+        except ChannelNotOpen as exc:
+            log.info("%s", exc)
+            return
+        self._last_activity = time.monotonic()
+        await self._send(text)
+
+    async def _send(self, data: str | bytes) -> bool:
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            await ws.send(data)
+        except ConnectionClosed:
+            log.debug("send on a closed channel dropped")
+            return False
+        return True
+
+    async def _drop_socket(self) -> None:
+        ws, self._ws = self._ws, None
+        if self.session is not None:
+            stats = dict(self.session.stats)
+            if stats:
+                log.debug("session counters: %s", stats)
+            self.session.close()
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 0.5)  # SIGTERM must end the process within 2 s
+
+
+def _describe(exc: BaseException, ca_file: str) -> str:
+    verify = find_verify_error(exc)
+    if verify is not None:
+        return explain_verify_error("the xiaozhi server", verify, ca_file)
+    if isinstance(exc, TimeoutError):
+        return "timed out connecting"
+    if isinstance(exc, OSError):
+        return f"cannot connect: {exc.strerror or exc}"
+    if isinstance(exc, websockets.exceptions.WebSocketException):
+        return f"websocket error: {exc}"
+    return f"{type(exc).__name__}: {exc}"

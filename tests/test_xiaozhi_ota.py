@@ -1,0 +1,290 @@
+"""OTA check, activation, device identity and TLS against the echo server's real HTTP/websocket endpoints."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import logging
+import ssl
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from companion.backends import ota
+from companion.backends.identity import load_identity, normalize_mac, primary_mac
+from companion.config import XiaozhiSettings
+from companion.echo_server import EchoServer, make_token, verify_token
+from companion.errors import ConfigError
+from companion.events import Alert, Connected, Disconnected
+from tests.xiaozhi_harness import IDENTITY, BackendHarness, fast_settings
+
+# ---------------------------------------------------------------- identity
+
+
+def test_identity_is_created_once_and_persisted_with_mode_0600(tmp_path: Path) -> None:
+    first = load_identity(XiaozhiSettings(), tmp_path)
+    second = load_identity(XiaozhiSettings(), tmp_path)
+    assert first == second
+    assert uuid.UUID(first.client_id).version == 4
+    assert len(first.device_id.split(":")) == 6 and first.device_id == first.device_id.lower()
+    path = tmp_path / "xiaozhi-identity.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == {"client_id": first.client_id, "device_id": first.device_id}
+
+
+def test_config_device_id_overrides_the_mac_in_lower_case_colon_form(tmp_path: Path) -> None:
+    identity = load_identity(XiaozhiSettings(device_id="AA-BB-CC-DD-EE-0F"), tmp_path)
+    assert identity.device_id == "aa:bb:cc:dd:ee:0f"
+    assert normalize_mac("AABBCCDDEEFF") == "aa:bb:cc:dd:ee:ff"
+
+
+def test_primary_mac_follows_the_default_route(tmp_path: Path) -> None:
+    net = tmp_path / "net"
+    for name, mac in (
+        ("eth0", "02:00:00:00:00:01"),
+        ("wlan0", "DC:A6:32:00:00:02"),
+        ("lo", "00:00:00:00:00:00"),
+    ):
+        (net / name).mkdir(parents=True)
+        (net / name / "address").write_text(mac + "\n")
+    routes = tmp_path / "route"
+    routes.write_text(
+        "Iface\tDestination\tGateway\tFlags\n"
+        "eth0\t0000A8C0\t00000000\t0001\n"
+        "wlan0\t00000000\t0100A8C0\t0003\n"
+    )
+    assert primary_mac(net, routes) == "dc:a6:32:00:00:02"
+    assert primary_mac(net, tmp_path / "no-routes") == "02:00:00:00:00:01"
+
+
+def test_a_corrupt_identity_file_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "xiaozhi-identity.json").write_text("{not json")
+    identity = load_identity(XiaozhiSettings(), tmp_path)
+    assert uuid.UUID(identity.client_id).version == 4
+
+
+# ---------------------------------------------------------------- OTA check
+
+
+async def test_ota_check_sends_the_firmware_headers_and_body() -> None:
+    async with EchoServer(ota=True) as server:
+        reply = await ota.check(XiaozhiSettings(ota_url=server.ota_url), IDENTITY)
+    request = server.ota_requests[0]
+    headers, body = request["headers"], request["body"]
+    assert headers["activation-version"] == "1"
+    assert headers["device-id"] == IDENTITY.device_id and headers["client-id"] == IDENTITY.client_id
+    assert headers["user-agent"].startswith("companion-pi/")
+    assert headers["accept-language"] == "zh-CN"
+    assert headers["content-type"] == "application/json"
+    assert body["mac_address"] == IDENTITY.device_id and body["uuid"] == IDENTITY.client_id
+    assert isinstance(body["minimum_free_heap_size"], str)
+    assert (
+        set(body["application"]) >= {"version", "elf_sha256"} and len(body["application"]["elf_sha256"]) == 64
+    )
+    assert set(body["board"]) >= {"type", "name", "ssid", "rssi"}
+    assert reply.websocket is not None and reply.websocket.url == server.websocket_url
+    assert reply.activation is None and reply.transport() == "websocket"
+    assert abs(reply.clock_offset_s) < 2.0 and ota.server_clock_offset() == reply.clock_offset_s
+    assert reply.firmware == ota.Firmware("0.0.0", "", False)
+
+
+def test_transport_choice_mqtt_wins_unless_config_forces() -> None:
+    both = ota.parse_reply({"websocket": {"url": "ws://x/"}, "mqtt": {"endpoint": "m:8883"}})
+    assert both.transport() == "mqtt"
+    assert both.transport("websocket") == "websocket"
+    assert ota.parse_reply({"websocket": {"url": "ws://x/", "version": 3}}).transport() == "websocket"
+    assert ota.parse_reply({}).transport() == "mqtt"  # the firmware's default
+
+
+def test_reply_parsing_keeps_secrets_out_of_repr_and_reads_server_time() -> None:
+    reply = ota.parse_reply(
+        {
+            "websocket": {"url": "wss://x/", "token": "tok-123", "version": 2},
+            "mqtt": {"endpoint": "h", "password": "pw-456", "client_id": "c", "keepalive": 240},
+            "server_time": {"timestamp": 1_700_000_000_000, "timezone_offset": 480},
+            "activation": {"code": "123456", "message": "xiaozhi.me\n123456", "challenge": "aa:bb"},
+            "firmware": {"version": "9.9.9", "url": "http://f", "force": 1},
+        },
+        received_at=1_700_000_010.0,
+    )
+    assert "tok-123" not in repr(reply) and "pw-456" not in repr(reply)
+    assert reply.websocket == ota.WebsocketEndpoint("wss://x/", "tok-123", 2)
+    assert reply.mqtt is not None and reply.mqtt.keepalive == 240
+    assert reply.server_time == ota.ServerTime(1_700_000_000_000, 480)
+    assert reply.clock_offset_s == pytest.approx(-10.0)
+    assert reply.activation == ota.Activation("123456", "xiaozhi.me\n123456", "aa:bb")
+    assert reply.firmware == ota.Firmware("9.9.9", "http://f", True)
+
+
+async def test_ota_reply_that_is_not_json_raises_a_clear_error() -> None:
+    async with EchoServer(ota_not_json=True) as server:
+        with pytest.raises(ota.OtaError, match="is not JSON: '<html><body>502 Bad Gateway"):
+            await ota.check(XiaozhiSettings(ota_url=server.ota_url), IDENTITY)
+
+
+async def test_unreachable_ota_server_raises_a_clear_error() -> None:
+    async with EchoServer(ota=True) as server:
+        url = server.ota_url
+    with pytest.raises(ota.OtaError, match="cannot reach the OTA server"):
+        await ota.check(XiaozhiSettings(ota_url=url), IDENTITY)
+
+
+# ---------------------------------------------------------------- activation
+
+
+async def test_activation_polls_until_bound_then_the_reply_has_the_channel(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    codes: list[ota.Activation] = []
+    async with EchoServer(activation=True, bind_after_polls=3) as server:
+        with caplog.at_level(logging.WARNING):
+            reply = await ota.activate(
+                XiaozhiSettings(ota_url=server.ota_url), IDENTITY, on_code=codes.append, poll_s=0.01
+            )
+    assert len(codes) == 1 and len(codes[0].code) == 6 and codes[0].code.isdigit()
+    assert codes[0].challenge == IDENTITY.device_id
+    assert server.activation_polls == 3
+    assert reply.activation is None and reply.websocket is not None
+    assert len(server.ota_requests) == 2  # checked, activated, checked again
+    assert any(codes[0].code in r.getMessage() for r in caplog.records)
+
+
+async def test_activation_cycles_ota_after_ten_unanswered_polls() -> None:
+    codes: list[ota.Activation] = []
+    async with EchoServer(activation=True) as server:
+
+        def bind_on_second_code(code: ota.Activation) -> None:
+            codes.append(code)
+            if len(codes) == 2:
+                server.bind(code.code)
+
+        await ota.activate(
+            XiaozhiSettings(ota_url=server.ota_url), IDENTITY, on_code=bind_on_second_code, poll_s=0.001
+        )
+    assert server.activation_polls == 11  # ten 202s, OTA again (same code), one 200
+    assert codes[0] == codes[1]
+
+
+async def test_the_backend_activates_before_opening_the_channel() -> None:
+    async with EchoServer(activation=True, bind_after_polls=1) as server:
+        h = BackendHarness(fast_settings(ota_url=server.ota_url))
+        async with h:
+            await h.wait_connected(10)
+    (alert,) = h.of(Alert)
+    assert alert.status == "activation" and server.codes[IDENTITY.device_id] in alert.message
+    assert h.events.index(alert) < h.events.index(h.of(Connected)[0])
+
+
+# ---------------------------------------------------------------- xiaozhi-esp32-server tokens (§8.12)
+
+
+def test_xinnan_token_vector() -> None:
+    token = make_token("test-secret", "36c98363-3656-43cb-a00f-8bced2391a90", "11:22:33:44:55:66", 1700000000)
+    assert token == "5UqjBXdjBZXgv6Hu7igp11Sb9aZsbELxUH7CAh3M0AI.1700000000"
+    ids = ("36c98363-3656-43cb-a00f-8bced2391a90", "11:22:33:44:55:66")
+    assert verify_token("test-secret", f"Bearer {token}", *ids, now=1700000100, ttl_s=3600)
+    assert not verify_token("test-secret", token, *ids, now=1700000000 + 7200, ttl_s=3600)
+    assert not verify_token("other", token, *ids, now=1700000100, ttl_s=3600)
+
+
+# ---------------------------------------------------------------- TLS with a throwaway CA
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("companion test CA"))
+        .issuer_name(_name("companion test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_pem, cert_pem, key_pem = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return ca_pem, cert_pem, key_pem
+
+
+@pytest.fixture
+def tls_server_context(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    ca, cert, key = make_ca_and_server_cert(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, ca
+
+
+async def test_wss_and_https_work_when_the_config_names_the_ca(
+    tls_server_context: tuple[ssl.SSLContext, Path],
+) -> None:
+    context, ca = tls_server_context
+    async with EchoServer(ota=True, ssl_context=context) as server:
+        assert server.ota_url.startswith("https://") and server.websocket_url.startswith("wss://")
+        settings = fast_settings(ota_url=server.ota_url, tls_ca=str(ca))
+        async with BackendHarness(settings) as h:
+            await h.wait_connected()
+            await h.manual_turn(b"\x10\x00" * 16000)
+
+
+async def test_a_self_signed_server_is_refused_with_a_clear_message(
+    tls_server_context: tuple[ssl.SSLContext, Path],
+) -> None:
+    context, _ca = tls_server_context
+    async with EchoServer(ota=True, ssl_context=context) as server:
+        with pytest.raises(
+            ota.OtaError, match=r"TLS certificate of https://127\.0\.0\.1.*set xiaozhi\.tls_ca"
+        ):
+            await ota.check(XiaozhiSettings(ota_url=server.ota_url), IDENTITY)
+        async with BackendHarness(fast_settings(server.websocket_url)) as h:
+            await h.wait_for(lambda: h.count(Disconnected) > 0, 5)
+    reason = h.of(Disconnected)[0].reason
+    assert "TLS certificate" in reason and "xiaozhi.tls_ca" in reason
+    assert not h.backend.connected
+
+
+def test_a_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"xiaozhi\.tls_ca"):
+        BackendHarness(fast_settings("wss://127.0.0.1:1/", tls_ca=str(tmp_path / "nope.pem")))
