@@ -16,6 +16,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+
 import numpy as np
 
 from .config import Settings, load_settings
@@ -90,8 +91,12 @@ async def check_input(settings: Settings, seconds: float = 2.0) -> CheckResult:
         await capture.close()
         task.cancel()
     if not got:
-        return CheckResult("microphone", Status.FAIL, f"no audio from {spec!r} in {seconds:.0f} s",
-                           "check the device is not in use and the user is in the 'audio' group")  # fmt: skip
+        return CheckResult(
+            "microphone",
+            Status.FAIL,
+            f"no audio from {spec!r} in {seconds:.0f} s",
+            "check the device is not in use and the user is in the 'audio' group",
+        )
     samples = np.frombuffer(bytes(got), dtype=np.int16).astype(np.float64)
     rms = float(np.sqrt(np.mean(samples**2)))
     dbfs = 20 * np.log10(max(rms, 1.0) / 32768)
@@ -99,8 +104,12 @@ async def check_input(settings: Settings, seconds: float = 2.0) -> CheckResult:
     status = Status.PASS if received >= seconds * 0.8 else Status.WARN
     level = "silent (digital zero)" if rms < 1 else f"level {dbfs:.0f} dBFS"
     meter = "#" * int(max(0, min(30, (dbfs + 90) / 3)))
-    return CheckResult("microphone", status, f"{received:.1f} s received in {seconds:.0f} s, {level} |{meter:<30}|",
-                       "the device delivers audio slower than real time; try another device_rate")  # fmt: skip
+    return CheckResult(
+        "microphone",
+        status,
+        f"{received:.1f} s received in {seconds:.0f} s, {level} |{meter:<30}|",
+        "the device delivers audio slower than real time; try another device_rate",
+    )
 
 
 async def check_output(settings: Settings) -> CheckResult:
@@ -111,8 +120,9 @@ async def check_output(settings: Settings) -> CheckResult:
     from .audio.speaker import DeviceSpeaker
 
     try:
-        speaker = DeviceSpeaker(spec, settings.audio.playback_rate, settings.audio.prebuffer_ms,
-                                settings.audio.device_rate)  # fmt: skip
+        speaker = DeviceSpeaker(
+            spec, settings.audio.playback_rate, settings.audio.prebuffer_ms, settings.audio.device_rate
+        )
         rate = speaker.rate
         t = np.arange(int(rate * 0.4)) / rate
         tone = (0.2 * 32767 * np.sin(2 * np.pi * 880 * t) * np.hanning(len(t))).astype(np.int16)
@@ -124,8 +134,12 @@ async def check_output(settings: Settings) -> CheckResult:
     except CompanionError as exc:
         return CheckResult("speaker", Status.FAIL, str(exc), "choose a device from `companion devices`")
     if not drained:
-        return CheckResult("speaker", Status.FAIL, "the test tone did not play out in 3 s",
-                           "the output device is stuck; check `companion devices` and the sound server")  # fmt: skip
+        return CheckResult(
+            "speaker",
+            Status.FAIL,
+            "the test tone did not play out in 3 s",
+            "the output device is stuck; check `companion devices` and the sound server",
+        )
     return CheckResult("speaker", Status.PASS, f"played a 0.4 s test tone on {spec!r}")
 
 
@@ -138,11 +152,19 @@ async def check_bridge(settings: Settings, timeout: float = 3.0) -> CheckResult:
     try:
         info = await asyncio.wait_for(probe_hello(settings.bridge.port, settings.bridge.baudrate), timeout)
     except TimeoutError:
-        return CheckResult("serial bridge", Status.FAIL, f"no HELLO from {settings.bridge.port} in {timeout:.0f} s",
-                           "flash the firmware with `companion bridge flash --port PORT`")  # fmt: skip
+        return CheckResult(
+            "serial bridge",
+            Status.FAIL,
+            f"no HELLO from {settings.bridge.port} in {timeout:.0f} s",
+            "flash the firmware with `companion bridge flash --port PORT`",
+        )
     except Exception as exc:
-        return CheckResult("serial bridge", Status.FAIL, f"{settings.bridge.port}: {exc}",
-                           "check the cable and that the user is in the 'dialout' group")  # fmt: skip
+        return CheckResult(
+            "serial bridge",
+            Status.FAIL,
+            f"{settings.bridge.port}: {exc}",
+            "check the cable and that the user is in the 'dialout' group",
+        )
     return CheckResult("serial bridge", Status.PASS, f"HELLO from {info}")
 
 
@@ -171,20 +193,41 @@ async def check_server(settings: Settings, timeout: float = 5.0) -> list[CheckRe
     started = time.monotonic()
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=_tls_context(settings) if secure else None,
-                                    server_hostname=host if secure else None),
+            asyncio.open_connection(
+                host,
+                port,
+                ssl=_tls_context(settings) if secure else None,
+                server_hostname=host if secure else None,
+            ),
             timeout,
-        )  # fmt: skip
+        )
     except ssl.SSLCertVerificationError as exc:
-        return [CheckResult("server", Status.FAIL, f"{host}:{port}: TLS certificate not trusted ({exc.verify_message})",
-                            "for a self-hosted server, name its CA in xiaozhi.tls_ca")]  # fmt: skip
+        return [
+            CheckResult(
+                "server",
+                Status.FAIL,
+                f"{host}:{port}: TLS certificate not trusted ({exc.verify_message})",
+                "for a self-hosted server, name its CA in xiaozhi.tls_ca",
+            )
+        ]
     except (OSError, TimeoutError) as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        return [CheckResult("server", Status.FAIL, f"{host}:{port} unreachable: {reason}",
-                            "check the network, DNS and the URL in the config")]  # fmt: skip
+        return [
+            CheckResult(
+                "server",
+                Status.FAIL,
+                f"{host}:{port} unreachable: {reason}",
+                "check the network, DNS and the URL in the config",
+            )
+        ]
     rtt_ms = (time.monotonic() - started) * 1000
-    results = [CheckResult("server", Status.PASS,
-                           f"{host}:{port} reachable in {rtt_ms:.0f} ms" + (", TLS certificate valid" if secure else ""))]  # fmt: skip
+    results = [
+        CheckResult(
+            "server",
+            Status.PASS,
+            f"{host}:{port} reachable in {rtt_ms:.0f} ms" + (", TLS certificate valid" if secure else ""),
+        )
+    ]
     try:
         path = parts.path or "/"
         writer.write(f"HEAD {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
@@ -206,11 +249,19 @@ def _clock_skew(head: bytes) -> CheckResult:
                 break
             skew = time.time() - server
             if abs(skew) > 60:
-                return CheckResult("clock", Status.FAIL, f"off by {skew:+.0f} s from the server",
-                                   "enable time sync: sudo timedatectl set-ntp true")  # fmt: skip
+                return CheckResult(
+                    "clock",
+                    Status.FAIL,
+                    f"off by {skew:+.0f} s from the server",
+                    "enable time sync: sudo timedatectl set-ntp true",
+                )
             status = Status.WARN if abs(skew) > 5 else Status.PASS
-            return CheckResult("clock", status, f"within {abs(skew):.0f} s of the server",
-                               "enable time sync: sudo timedatectl set-ntp true")  # fmt: skip
+            return CheckResult(
+                "clock",
+                status,
+                f"within {abs(skew):.0f} s of the server",
+                "enable time sync: sudo timedatectl set-ntp true",
+            )
     return CheckResult("clock", Status.WARN, "the server sent no Date header to compare with")
 
 
@@ -227,15 +278,27 @@ def check_state_dir() -> CheckResult:
     info = path.stat()
     mode = stat.S_IMODE(info.st_mode)
     if info.st_uid != os.getuid():
-        return CheckResult("state directory", Status.FAIL, f"{path} belongs to uid {info.st_uid}",
-                           f"sudo chown -R {os.getuid()} {path}")  # fmt: skip
+        return CheckResult(
+            "state directory",
+            Status.FAIL,
+            f"{path} belongs to uid {info.st_uid}",
+            f"sudo chown -R {os.getuid()} {path}",
+        )
     if mode & 0o077:
-        return CheckResult("state directory", Status.WARN, f"{path} is mode {mode:o} (others can read secrets)",
-                           f"chmod 700 {path}")  # fmt: skip
+        return CheckResult(
+            "state directory",
+            Status.WARN,
+            f"{path} is mode {mode:o} (others can read secrets)",
+            f"chmod 700 {path}",
+        )
     loose = [p.name for p in path.iterdir() if p.is_file() and stat.S_IMODE(p.stat().st_mode) & 0o077]
     if loose:
-        return CheckResult("state directory", Status.WARN, f"files readable by others: {', '.join(loose)}",
-                           f"chmod 600 {path}/*")  # fmt: skip
+        return CheckResult(
+            "state directory",
+            Status.WARN,
+            f"files readable by others: {', '.join(loose)}",
+            f"chmod 600 {path}/*",
+        )
     return CheckResult("state directory", Status.PASS, f"{path} (mode {mode:o})")
 
 
@@ -246,13 +309,15 @@ def check_cpu() -> CheckResult:
     per_core = load1 / cores
     detail = f"load {load1:.2f} on {cores} core(s)"
     if per_core > 0.9:
-        return CheckResult("cpu", Status.WARN, detail + ": little headroom for real-time audio",
-                           "stop other heavy processes")  # fmt: skip
+        return CheckResult(
+            "cpu", Status.WARN, detail + ": little headroom for real-time audio", "stop other heavy processes"
+        )
     return CheckResult("cpu", Status.PASS, detail)
 
 
-async def run_checks(config_path: str | None, overrides: tuple[str, ...],
-                     emit: Callable[[CheckResult], None]) -> Status:  # fmt: skip
+async def run_checks(
+    config_path: str | None, overrides: tuple[str, ...], emit: Callable[[CheckResult], None]
+) -> Status:
     """Run every check, emitting each line as it completes; returns the worst status."""
     results: list[CheckResult] = []
 

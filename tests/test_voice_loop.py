@@ -1,4 +1,4 @@
-"""The whole voice loop on real parts: virtual microphone → `companion run` → echo server → virtual speaker."""
+"""The voice loop on real parts: virtual microphone → `companion run` → echo server → virtual speaker."""
 
 from __future__ import annotations
 
