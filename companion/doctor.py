@@ -102,13 +102,16 @@ async def check_input(settings: Settings, seconds: float = 2.0) -> CheckResult:
     dbfs = 20 * np.log10(max(rms, 1.0) / 32768)
     received = len(samples) / 16000
     status = Status.PASS if received >= seconds * 0.8 else Status.WARN
+    fix = "the device delivers audio slower than real time; try another device_rate"
+    if rms < 1:  # a real microphone always hears some noise: exact zeros mean muted or unplugged
+        status, fix = Status.WARN, "the input is muted or unplugged: check it with alsamixer / pavucontrol"
     level = "silent (digital zero)" if rms < 1 else f"level {dbfs:.0f} dBFS"
     meter = "#" * int(max(0, min(30, (dbfs + 90) / 3)))
     return CheckResult(
         "microphone",
         status,
         f"{received:.1f} s received in {seconds:.0f} s, {level} |{meter:<30}|",
-        "the device delivers audio slower than real time; try another device_rate",
+        fix,
     )
 
 
