@@ -620,6 +620,9 @@ class Conversation:
             self.set_state(S.IDLE)
 
     def _on_Alert(self, event: Alert) -> None:
+        if event.status == "activation":
+            self.set_state(S.ACTIVATING)
+            return
         level = logging.ERROR if event.fatal else logging.WARNING
         log.log(level, "server alert %s: %s", event.status, event.message)
         if self.turn is not None:

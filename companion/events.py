@@ -185,8 +185,10 @@ class Backend(Protocol):
     """
 
     name: str
-    uplink: UplinkFormat
     supports_text: bool
+
+    @property
+    def uplink(self) -> UplinkFormat: ...
 
     async def run(self) -> None: ...
 

@@ -64,22 +64,17 @@ def build_sink(settings: Settings) -> AudioSink:
     )
 
 
-def build_backend(settings: Settings, sink: EventSink) -> Backend:
+def build_backend(
+    settings: Settings, sink: EventSink, on_activation: Callable[[Any], None] | None = None
+) -> Backend:
     """The voice agent backend chosen by backend.kind."""
     if settings.backend.kind == "chatbot_v3":
         from .backends.chatbot_v3 import ChatbotV3Backend
 
         return ChatbotV3Backend(settings.chatbot_v3, sink, playback_rate=settings.audio.playback_rate)
-    from .backends.identity import load_identity
-    from .backends.xiaozhi_ws import XiaozhiWebsocketBackend
+    from .backends.xiaozhi import XiaozhiBackend
 
-    return XiaozhiWebsocketBackend(
-        settings.xiaozhi,
-        sink,
-        identity=load_identity(settings.xiaozhi),
-        audio=settings.audio,
-        reconnect_max_s=settings.backend.reconnect_max_s,
-    )
+    return XiaozhiBackend(settings, sink, on_activation=on_activation)
 
 
 def listen_mode_for(settings: Settings) -> ListenMode:
@@ -142,12 +137,18 @@ class Runtime:
                 self._tool_handler(event)
             return
         if isinstance(event, RestartRequested):
-            log.warning("server asked for a restart: %s", event.reason)
+            if not event.reconnect_only:
+                log.warning("the server asked for a reboot (%s): restarting", event.reason)
+                self.reload()  # the CLI builds everything anew, as a reboot would
             return
         if isinstance(event, Disconnected):
             self.reconnects += 1
         assert self.conversation is not None
         self.conversation.on_backend_event(event)
+
+    def _activation_code(self, activation: Any) -> None:
+        if self.cues is not None and activation.code:
+            self.cues.activation_code(activation.code)
 
     def _tell_service_manager(self, old: DeviceState, new: DeviceState) -> None:
         self.notifier.status(new.value)
@@ -177,7 +178,7 @@ class Runtime:
         settings = self.settings
         self.sink = build_sink(settings)
         self.source = build_source(settings)
-        self.backend = build_backend(settings, self._dispatch)
+        self.backend = build_backend(settings, self._dispatch, self._activation_code)
         endpointer = Endpointer(settings.vad, emit_quiet=True)
         conv = Conversation(
             self.backend,

@@ -54,7 +54,9 @@ async def test_every_turn_leaves_a_complete_private_record(speech_wav: Path, tmp
     assert record["transcript"]
 
 
-async def test_sigterm_during_a_reply_exits_cleanly_within_two_seconds(speech_wav: Path, tmp_path: Path) -> None:
+async def test_sigterm_during_a_reply_exits_cleanly_within_two_seconds(
+    speech_wav: Path, tmp_path: Path
+) -> None:
     async with EchoServer(port=0) as server:
         daemon = await DaemonProcess(
             *args_for(server, speech_wav, tmp_path / "out.wav", "--set", "telemetry.enabled=false"),
@@ -118,6 +120,8 @@ async def test_a_debug_log_of_a_full_turn_holds_no_secret(speech_wav: Path, tmp_
         headers = [r.headers for r in server.records]
     log = "\n".join(daemon.lines)
     assert "turn 1 completed" in log
-    assert any({k.lower(): v for k, v in h.items()}.get("authorization") == f"Bearer {token}" for h in headers)
+    assert any(
+        {k.lower(): v for k, v in h.items()}.get("authorization") == f"Bearer {token}" for h in headers
+    )
     assert token not in log
     assert "MC-0123456789ABCDEF0123456789ABCDEF" not in log

@@ -38,14 +38,16 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_a_healthy_setup_passes_every_check(pulse: PulseServer, speech_wav: Path, tmp_path: Path) -> None:
+async def test_a_healthy_setup_passes_every_check(
+    pulse: PulseServer, speech_wav: Path, tmp_path: Path
+) -> None:
     async with EchoServer(port=0) as server:
         player = pulse.play_into_mic(speech_wav)
         code, out = await doctor(tmp_path, "--set", f'xiaozhi.websocket_url="{server.websocket_url}"')
         player.wait(10)
     assert code == 0, out
-    for name in ("libopus", "PortAudio", "config", "microphone", "speaker", "serial bridge", "server", "clock",
-                 "state directory", "cpu"):  # fmt: skip
+    checks = ("libopus", "PortAudio", "config", "microphone", "speaker", "serial bridge", "server", "clock")
+    for name in (*checks, "state directory", "cpu"):
         assert line(out, name).startswith("[pass]"), out
     assert "dBFS" in line(out, "microphone")
 
@@ -53,7 +55,11 @@ async def test_a_healthy_setup_passes_every_check(pulse: PulseServer, speech_wav
 async def test_a_missing_microphone_fails_and_names_the_devices(pulse: PulseServer, tmp_path: Path) -> None:
     async with EchoServer(port=0) as server:
         code, out = await doctor(
-            tmp_path, "--set", f'xiaozhi.websocket_url="{server.websocket_url}"', "--set", "audio.input=no-such-mic"
+            tmp_path,
+            "--set",
+            f'xiaozhi.websocket_url="{server.websocket_url}"',
+            "--set",
+            "audio.input=no-such-mic",
         )
     assert code == 2
     assert line(out, "microphone").startswith("[fail]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import click
 
@@ -20,11 +21,7 @@ def doctor(config_path: str | None, overrides: tuple[str, ...]) -> None:
 
     def emit(result: CheckResult) -> None:
         colour = {0: "green", 1: "yellow", 2: "red"}[int(result.status)]
-        click.echo(
-            click.style(result.line(), fg=colour)
-            if click.get_text_stream("stdout").isatty()
-            else result.line()
-        )
+        click.echo(click.style(result.line(), fg=colour) if sys.stdout.isatty() else result.line())
 
     worst = asyncio.run(run_checks(config_path, overrides, emit))
     raise SystemExit(int(worst))
