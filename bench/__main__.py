@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import daemon, pipeline, playback
+from . import bench_bridge, daemon, pipeline, playback
 
 
 def main() -> None:
@@ -15,6 +15,7 @@ def main() -> None:
     figures.update(pipeline.downlink())
     figures.update(playback.measure())
     figures.update(daemon.measure())
+    figures.update(bench_bridge.measure())
     json.dump(figures, sys.stdout, indent=2)
     print()
 

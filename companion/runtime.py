@@ -30,6 +30,7 @@ from .events import (
     RestartRequested,
     ToolRequest,
 )
+from .indicators import Indicator, NullIndicator
 from .service import Notifier, Watchdog, install_signal_handlers
 from .state_dir import state_dir
 from .telemetry import Telemetry, TurnRecord, build_telemetry
@@ -119,6 +120,7 @@ class Runtime:
         self.telemetry: Telemetry | None = None
         self.cues: Cues | None = None
         self.notifier = Notifier()
+        self.indicator: Indicator = NullIndicator()
 
     def stop(self, code: int = 0) -> None:
         """Ask the run to finish (SIGTERM, --turns reached)."""
@@ -145,6 +147,22 @@ class Runtime:
             self.reconnects += 1
         assert self.conversation is not None
         self.conversation.on_backend_event(event)
+
+    def _build_indicator(self, conv: Conversation) -> Indicator:
+        """The LED bridge (or nothing): it follows the state machine, and its button drives turns."""
+        settings = self.settings
+        if not settings.bridge.port:
+            return NullIndicator()
+        from .indicators.bridge import BridgeIndicator
+
+        mic = self.source.push if isinstance(self.source, QueueSource) else None
+        indicator = BridgeIndicator.from_settings(settings.bridge, settings.leds, conv.on_button, mic)
+        indicator.set_volume(settings.audio.volume)
+        indicator.show_state(conv.state)
+        conv.subscribe(lambda old, new: indicator.show_state(new, conv.voice_active))
+        conv.on_voice(lambda active: indicator.show_state(conv.state, active))
+        conv.on_emotion(indicator.show_emotion)
+        return indicator
 
     def _activation_code(self, activation: Any) -> None:
         if self.cues is not None and activation.code:
@@ -195,6 +213,7 @@ class Runtime:
         conv.subscribe(self._tell_service_manager)
         self.cues = Cues(conv, settings.audio.prompts_language, enabled=self.options.cues)
         conv.subscribe(self.cues.on_state)
+        self.indicator = self._build_indicator(conv)
         if settings.telemetry.enabled or settings.telemetry.prometheus_port:
             try:
                 self.telemetry = build_telemetry(settings.telemetry, state_dir())
@@ -215,6 +234,7 @@ class Runtime:
                     group.create_task(conv.run(), name="conversation"),
                     group.create_task(self._capture(), name="capture"),
                 ]
+                tasks.append(group.create_task(self.indicator.run(), name="bridge"))
                 if self.options.console_button and sys.stdin is not None and sys.stdin.isatty():
                     tasks.append(group.create_task(self._console_button(), name="console"))
                 for make in self.options.extra_tasks:
