@@ -86,6 +86,24 @@ class VadSettings:
     hangover_ms: int = setting(700, "silence that ends speech", minimum=100, maximum=5000)
     preroll_ms: int = setting(300, "audio kept from before the start trigger", minimum=0, maximum=2000)
     max_utterance_s: float = setting(15.0, "longest utterance before it is cut", minimum=1, maximum=120)
+    close_talk: bool = setting(
+        True,
+        "with audio.echo = 'headset': aggressiveness 3, start after 3 voiced of 4 frames, hangover 500 ms, "
+        "20 ms capture blocks (fast voice barge-in); false = use the values above as given",
+    )
+
+    def effective(self, echo: str) -> VadSettings:
+        """The settings the endpointer runs with for this echo path (close-talk tuning for headsets)."""
+        if echo != "headset" or not self.close_talk:
+            return self
+        return dataclasses.replace(
+            self,
+            aggressiveness=3,
+            frame_ms=30,
+            start_voiced=3,
+            start_window=4,
+            hangover_ms=min(self.hangover_ms, 500),
+        )
 
 
 @dataclass(frozen=True)

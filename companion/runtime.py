@@ -52,7 +52,9 @@ def build_source(settings: Settings) -> AudioSource:
         return QueueSource()
     if is_wav_path(spec):
         return WavSource(spec)
-    return DeviceCapture(spec, settings.audio.device_rate)
+    # Voice barge-in needs speech onsets noticed fast; otherwise fewer, longer blocks save idle CPU.
+    block_ms = 20 if settings.audio.echo in ("headset", "aec") else 60
+    return DeviceCapture(spec, settings.audio.device_rate, block_ms=block_ms)
 
 
 def build_sink(settings: Settings) -> AudioSink:
@@ -197,7 +199,7 @@ class Runtime:
         self.sink = build_sink(settings)
         self.source = build_source(settings)
         self.backend = build_backend(settings, self._dispatch, self._activation_code)
-        endpointer = Endpointer(settings.vad, emit_quiet=True)
+        endpointer = Endpointer(settings.vad.effective(settings.audio.echo), emit_quiet=True)
         conv = Conversation(
             self.backend,
             self.sink,

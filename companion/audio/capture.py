@@ -39,12 +39,14 @@ class AudioSource(Protocol):
 class DeviceCapture:
     """Captures from a PortAudio input device at any rate and channel count."""
 
-    def __init__(self, device: str, device_rate: int = 0, ring_seconds: float = 2.0) -> None:
+    def __init__(
+        self, device: str, device_rate: int = 0, ring_seconds: float = 2.0, block_ms: int = BLOCK_MS
+    ) -> None:
         self._sd = sounddevice()
         self._device = find_device(device, "input")
         self.rate = device_rate or self._pick_rate()
         self.channels = 1
-        block = self.rate * BLOCK_MS // 1000
+        block = self.rate * block_ms // 1000
         self._block = block
         self._ring = np.zeros((int(self.rate * ring_seconds) // block * block, self.channels), dtype=np.int16)
         self._written = 0  # callback thread

@@ -1,0 +1,84 @@
+"""Headset voice barge-in: from a voice starting to play into the (virtual) microphone while a reply
+plays, to the `abort` arriving at the server. Includes paplay's own start-up, so it over-estimates."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ASSET = Path(__file__).resolve().parent.parent / "companion" / "assets" / "demo_hello.wav"
+
+
+def _abort_times(server: Any) -> list[float]:
+    return [
+        when
+        for record in server.records
+        for when, text in record.received
+        if json.loads(text).get("type") == "abort"
+    ]
+
+
+async def _measure(pulse: Any, tries: int) -> dict[str, Any]:
+    from companion.echo_server import EchoServer
+    from tests.daemon_process import DaemonProcess
+
+    latencies = []
+    async with EchoServer(port=0) as server:
+        with tempfile.TemporaryDirectory() as state:
+            daemon = await DaemonProcess(
+                "run", "--input", "default", "--output", "default", "--set", "audio.echo=headset",
+                "--set", f'xiaozhi.websocket_url="{server.websocket_url}"', "--set", "xiaozhi.settle_ms=200",
+                "--set", "telemetry.enabled=false", state_dir=Path(state),
+            ).start()  # fmt: skip
+            try:
+                await daemon.wait_for_line("→ idle", 30)
+                for _ in range(tries):
+                    seen = len(_abort_times(server))
+                    speaking = sum("→ speaking" in line for line in daemon.lines)
+                    await asyncio.to_thread(pulse.play_into_mic(ASSET).wait, 10)
+                    while sum("→ speaking" in line for line in daemon.lines) <= speaking:
+                        await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.5)
+                    onset = time.monotonic()
+                    player = pulse.play_into_mic(ASSET)
+                    await server.wait_until(lambda n=seen: len(_abort_times(server)) > n, 5)
+                    latencies.append(_abort_times(server)[seen] - onset)
+                    await asyncio.to_thread(player.wait, 10)
+                    await asyncio.sleep(6)  # let the barge-in turn's reply finish
+            finally:
+                await daemon.stop()
+    ms = np.array(latencies) * 1000
+    return {
+        "barge_in_p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "barge_in_max_ms": round(float(ms.max()), 1),
+    }
+
+
+def measure(tries: int = 5) -> dict[str, Any]:
+    """Start a private PulseAudio and measure `tries` barge-ins."""
+    from tests.peers.pulse import PulseServer
+
+    server = PulseServer()
+    server.start()
+    saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "PULSE_SERVER")}
+    os.environ.update({k: server.env[k] for k in saved})
+    try:
+        return asyncio.run(_measure(server, tries))
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(), indent=2))
