@@ -17,6 +17,7 @@ from .audio.capture import AudioSource, DeviceCapture, QueueSource, WavSource
 from .audio.endpointer import Endpointer
 from .audio.speaker import AudioSink, DeviceSpeaker, WavSpeaker
 from .config import Settings
+from .controls import RuntimeControls
 from .conversation import Conversation, Turn
 from .cues import Cues
 from .errors import ConfigError
@@ -34,6 +35,7 @@ from .indicators import Indicator, NullIndicator
 from .service import Notifier, Watchdog, install_signal_handlers
 from .state_dir import state_dir
 from .telemetry import Telemetry, TurnRecord, build_telemetry
+from .tools.server import ToolServer
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +116,9 @@ class Runtime:
         self.ready_at: float | None = None
         self._stop = asyncio.Event()
         self._exit_code = 0
-        self._tool_handler: Callable[[ToolRequest], Any] | None = None
+        self.tools: ToolServer | None = None
+        self.controls: RuntimeControls | None = None
+        self._tool_tasks: set[asyncio.Task[None]] = set()
         self.reload_requested = False
         self.reconnects = 0
         self._turn_reconnects = 0
@@ -137,8 +141,12 @@ class Runtime:
 
     def _dispatch(self, event: BackendEvent) -> None:
         if isinstance(event, ToolRequest):
-            if self._tool_handler is not None:
-                self._tool_handler(event)
+            if self.tools is not None and self.backend is not None:
+                task = asyncio.get_running_loop().create_task(
+                    self.tools.serve(event.payload, self.backend.send_tool_result)
+                )
+                self._tool_tasks.add(task)
+                task.add_done_callback(self._tool_tasks.discard)
             return
         if isinstance(event, RestartRequested):
             if not event.reconnect_only:
@@ -216,6 +224,16 @@ class Runtime:
         self.cues = Cues(conv, settings.audio.prompts_language, enabled=self.options.cues)
         conv.subscribe(self.cues.on_state)
         self.indicator = self._build_indicator(conv)
+        self.controls = RuntimeControls(
+            volume=settings.audio.volume,
+            brightness=settings.leds.brightness,
+            sink=self.sink,
+            conversation=conv,
+            indicator=self.indicator,
+            restart=self.reload,
+            backend_name=settings.backend.kind,
+        )
+        self.tools = ToolServer.for_device(self.controls, name=settings.xiaozhi.board_name)
         if settings.telemetry.enabled or settings.telemetry.prometheus_port:
             try:
                 self.telemetry = build_telemetry(settings.telemetry, state_dir())

@@ -32,6 +32,7 @@ class AudioSink(Protocol):
 
     rate: int
     buffer: JitterBuffer
+    gain: float
 
     def begin(self) -> None: ...
 
@@ -65,6 +66,7 @@ class _SinkBase:
         self.buffer.on_drained = self._on_drained_thread
         self.last_callback = time.monotonic()
         self.active = False
+        self.gain = 1.0  # volume: applied as audio is queued
 
     def _on_drained_thread(self) -> None:
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
@@ -84,6 +86,8 @@ class _SinkBase:
         if not self.active:
             self.begin()
         samples = self._resampler.process(np.frombuffer(pcm, dtype=np.int16))
+        if self.gain != 1.0:
+            samples = (samples * self.gain).astype(np.int16)
         arrival = time.monotonic()
         while len(samples):
             taken = self.buffer.push(samples, arrival)

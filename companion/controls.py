@@ -1,0 +1,79 @@
+"""The daemon's own controls behind the MCP device tools: speaker volume and mute (a gain on the
+playback path), LEDs through the serial bridge, the emotion shown, status, and reboot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .audio.speaker import AudioSink
+from .conversation import Conversation
+from .indicators import Indicator
+from .tools.controls import MemoryControls
+
+
+@dataclass
+class RuntimeControls(MemoryControls):
+    """MemoryControls that also act: the speaker's gain, the bridge's LEDs, the conversation's emotion."""
+
+    sink: AudioSink | None = None
+    conversation: Conversation | None = None
+    indicator: Indicator | None = None
+    restart: Callable[[], None] | None = None
+    backend_name: str = ""
+
+    def __post_init__(self) -> None:
+        self._apply_gain()
+
+    def _apply_gain(self) -> None:
+        if self.sink is not None:
+            self.sink.gain = 0.0 if self.muted else (self.volume / 100) ** 2  # loudness is ~ square law
+
+    async def status(self) -> dict[str, Any]:
+        """Speaker, LEDs, bridge and connection, in the firmware's status shape plus our own keys."""
+        status = await super().status()
+        conv = self.conversation
+        if conv is not None:
+            status["device"] = {"state": conv.state.value, "emotion": conv.emotion}
+            status["network"] = {"backend": self.backend_name, "connected": conv.backend.connected}
+        indicator = self.indicator
+        if indicator is not None:
+            board = indicator.board
+            status["bridge"] = {
+                "connected": indicator.connected,
+                "board": getattr(board, "name", "") if board is not None else "",
+            }
+        return status
+
+    async def set_volume(self, volume: int) -> None:
+        await super().set_volume(volume)
+        self._apply_gain()
+        if self.indicator is not None:
+            self.indicator.set_volume(volume)
+
+    async def set_muted(self, muted: bool) -> None:
+        await super().set_muted(muted)
+        self._apply_gain()
+
+    async def set_emotion(self, emotion: str) -> None:
+        await super().set_emotion(emotion)
+        if self.indicator is not None:
+            self.indicator.show_emotion(emotion)
+
+    async def set_color(self, red: int, green: int, blue: int) -> None:
+        await super().set_color(red, green, blue)
+        if self.indicator is not None:
+            self.indicator.set_color(red, green, blue)
+
+    async def set_brightness(self, brightness: int) -> None:
+        await super().set_brightness(brightness)
+        if self.indicator is not None:
+            self.indicator.set_brightness(brightness)
+
+    async def reboot(self) -> None:
+        await super().reboot()
+        if self.restart is not None:
+            # after the tool's reply has gone out, as the firmware waits before rebooting
+            asyncio.get_running_loop().call_later(1.0, self.restart)
