@@ -18,7 +18,6 @@ from ..events import Alert, Backend, Disconnected, EventSink, ListenMode, Uplink
 from . import ota
 from .backoff import Backoff
 from .identity import Identity, load_identity
-from .xiaozhi_mqtt import XiaozhiMqttBackend
 from .xiaozhi_ws import XiaozhiWebsocketBackend
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,11 @@ class XiaozhiBackend:
             self._on_activation(activation)
 
     def _build(self, transport: str, reply: ota.OtaReply | None) -> Backend:
-        kind: Any = XiaozhiMqttBackend if transport == "mqtt" else XiaozhiWebsocketBackend
+        kind: Any = XiaozhiWebsocketBackend
+        if transport == "mqtt":
+            from .xiaozhi_mqtt import XiaozhiMqttBackend  # only MQTT users pay for the MQTT client
+
+            kind = XiaozhiMqttBackend
         backend: Backend = kind(
             self.settings.xiaozhi,
             self._sink,
