@@ -12,6 +12,7 @@ from .audio.speaker import AudioSink
 from .conversation import Conversation
 from .indicators import Indicator
 from .tools.controls import MemoryControls
+from .tools.registry import ToolError
 
 
 @dataclass
@@ -58,19 +59,25 @@ class RuntimeControls(MemoryControls):
         self._apply_gain()
 
     async def set_emotion(self, emotion: str) -> None:
+        bridge = self._bridge()
         await super().set_emotion(emotion)
-        if self.indicator is not None:
-            self.indicator.show_emotion(emotion)
+        bridge.show_emotion(emotion)
 
     async def set_color(self, red: int, green: int, blue: int) -> None:
+        bridge = self._bridge()
         await super().set_color(red, green, blue)
-        if self.indicator is not None:
-            self.indicator.set_color(red, green, blue)
+        bridge.set_color(red, green, blue)
 
     async def set_brightness(self, brightness: int) -> None:
+        bridge = self._bridge()
         await super().set_brightness(brightness)
-        if self.indicator is not None:
-            self.indicator.set_brightness(brightness)
+        bridge.set_brightness(brightness)
+
+    def _bridge(self) -> Indicator:
+        """The LED bridge, or ToolError so the agent hears why nothing lit up."""
+        if self.indicator is None or not self.indicator.connected:
+            raise ToolError("LED bridge not connected")
+        return self.indicator
 
     async def reboot(self) -> None:
         await super().reboot()

@@ -233,7 +233,9 @@ class Runtime:
             restart=self.reload,
             backend_name=settings.backend.kind,
         )
-        self.tools = ToolServer.for_device(self.controls, name=settings.xiaozhi.board_name)
+        self.tools = ToolServer.for_device(
+            self.controls, name=settings.xiaozhi.board_name, leds=bool(settings.bridge.port)
+        )
         if settings.telemetry.enabled or settings.telemetry.prometheus_port:
             try:
                 self.telemetry = build_telemetry(settings.telemetry, state_dir())
