@@ -17,15 +17,16 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..config import XiaozhiSettings
 from ..errors import ProtocolError
 from ..logsetup import register_secret
 from .identity import Identity
+
+if TYPE_CHECKING:  # httpx is imported when an OTA request is made: a daemon with a websocket_url never pays
+    import httpx
 from .tls import client_context, explain_verify_error, find_verify_error
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ def activate_url(ota_url: str) -> str:
 
 def make_client(settings: XiaozhiSettings) -> httpx.AsyncClient:
     """An HTTP client that verifies TLS (trusting `xiaozhi.tls_ca` too) and times out."""
+    import httpx
+
     return httpx.AsyncClient(verify=client_context(settings.tls_ca), timeout=HTTP_TIMEOUT_S)
 
 
@@ -373,6 +376,8 @@ async def _post(
     body: dict[str, Any],
     settings: XiaozhiSettings,
 ) -> httpx.Response:
+    import httpx  # already loaded: `http` is an httpx client
+
     try:
         return await http.post(url, headers=headers, content=json.dumps(body, separators=(",", ":")))
     except httpx.HTTPError as exc:
