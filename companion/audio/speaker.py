@@ -24,7 +24,7 @@ from .resample import MonoResampler
 log = logging.getLogger(__name__)
 
 BLOCK_MS = 10
-CAPACITY_S = 90
+CAPACITY_S = 30  # back-pressure beyond this: a long reply is fetched no faster than it plays
 
 
 class AudioSink(Protocol):
