@@ -52,10 +52,8 @@ async def test_no_uplink_while_speaking_and_one_listen_start_after_playback_drai
     sent = list(record.sent)
     received = list(record.received)
     tts_stop = max(t for t, text in sent if json.loads(text).get("state") == "stop")
-    starts_after = [
-        t for t, text in received if json.loads(text).get("type") == "listen" and json.loads(text).get("state") == "start"
-        and t > tts_stop
-    ]  # fmt: skip
+    listen_starts = [t for t, text in received if _is_listen_start(json.loads(text))]
+    starts_after = [t for t in listen_starts if t > tts_stop]
     assert len(starts_after) == 1
     # the listen start waits for our playback to drain: the reply is ~3.6 s of audio
     first_audio_sent = min(t for t, text in sent if json.loads(text).get("state") == "sentence_start")
@@ -87,3 +85,7 @@ async def test_an_unreachable_server_is_retried_and_reached_once_it_appears(
         await asyncio.wait_for(task, 5)
     assert DeviceState.IDLE in states
     assert states.index(DeviceState.OFFLINE) < states.index(DeviceState.IDLE)
+
+
+def _is_listen_start(message: dict[str, object]) -> bool:
+    return message.get("type") == "listen" and message.get("state") == "start"
