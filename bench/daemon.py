@@ -69,6 +69,27 @@ async def _measure(pulse: Any) -> dict[str, Any]:
     }
 
 
+async def _rss_with_wav_io() -> float:
+    """RSS after a turn when microphone and speaker are WAV files: the daemon without PortAudio."""
+    from companion.echo_server import EchoServer
+    from tests.daemon_process import DaemonProcess
+
+    async with EchoServer(port=0) as server:
+        with tempfile.TemporaryDirectory() as state:
+            daemon = await DaemonProcess(
+                "run", "--input", str(ASSET), "--output", str(Path(state) / "out.wav"),
+                "--set", f'xiaozhi.websocket_url="{server.websocket_url}"', "--set", "xiaozhi.settle_ms=200",
+                state_dir=Path(state),
+            ).start()  # fmt: skip
+            try:
+                await daemon.wait_for_line("turn 1 completed", timeout=40)
+                await asyncio.sleep(1.0)
+                assert daemon.proc is not None
+                return _rss_mb(daemon.proc.pid)
+            finally:
+                await daemon.stop()
+
+
 def measure() -> dict[str, Any]:
     """Start a private PulseAudio, run the daemon through one turn, and report."""
     from tests.peers.pulse import PulseServer
@@ -78,7 +99,9 @@ def measure() -> dict[str, Any]:
     saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "PULSE_SERVER")}
     os.environ.update({k: server.env[k] for k in saved})
     try:
-        return asyncio.run(_measure(server))
+        figures = asyncio.run(_measure(server))
+        figures["rss_mb_wav_io"] = round(asyncio.run(_rss_with_wav_io()), 1)
+        return figures
     finally:
         server.stop()
         for key, value in saved.items():
