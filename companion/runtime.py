@@ -99,6 +99,7 @@ class RunOptions:
     console_button: bool = True  # Enter on a terminal = button press
     service: bool = False  # systemd notify, watchdog, SIGTERM/SIGHUP handling
     cues: bool = True  # spoken prompts and earcons
+    capture: bool = True  # False for text turns (`companion say`): no microphone is opened
     extra_tasks: list[Callable[[], Any]] = field(default_factory=list)
 
 
@@ -165,7 +166,7 @@ class Runtime:
             return NullIndicator()
         from .indicators.bridge import BridgeIndicator
 
-        mic = self.source.push if isinstance(self.source, QueueSource) else None
+        mic = self.source.push if isinstance(self.source, QueueSource) else None  # audio.input = "bridge"
         indicator = BridgeIndicator.from_settings(settings.bridge, settings.leds, conv.on_button, mic)
         indicator.set_volume(settings.audio.volume)
         indicator.show_state(conv.state)
@@ -205,7 +206,7 @@ class Runtime:
         """Run until stopped; returns the exit status."""
         settings = self.settings
         self.sink = build_sink(settings)
-        self.source = build_source(settings)
+        self.source = build_source(settings) if self.options.capture else None
         self.backend = build_backend(settings, self._dispatch, self._activation_code)
         endpointer = Endpointer(settings.vad.effective(settings.audio.echo), emit_quiet=True)
         conv = Conversation(
@@ -254,8 +255,9 @@ class Runtime:
                 tasks = [
                     group.create_task(self.backend.run(), name="backend"),
                     group.create_task(conv.run(), name="conversation"),
-                    group.create_task(self._capture(), name="capture"),
                 ]
+                if self.source is not None:
+                    tasks.append(group.create_task(self._capture(), name="capture"))
                 tasks.append(group.create_task(self.indicator.run(), name="bridge"))
                 if self.options.console_button and sys.stdin is not None and sys.stdin.isatty():
                     tasks.append(group.create_task(self._console_button(), name="console"))

@@ -212,7 +212,7 @@ def say(config_path: str | None, overrides: tuple[str, ...], debug: bool, text: 
 
 
 async def _say(settings: Settings, text: str) -> int:
-    runtime = Runtime(settings, RunOptions(turns=1, console_button=False))
+    runtime = Runtime(settings, RunOptions(turns=1, console_button=False, capture=False))
 
     async def send_text() -> None:
         conv = runtime.conversation  # built before the extra tasks start
