@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import barge_in, bench_bridge, daemon, pipeline, playback
+from . import barge_in, bench_bridge, bench_playout, daemon, pipeline, playback
 
 
 def main() -> None:
@@ -17,6 +17,7 @@ def main() -> None:
     figures.update(daemon.measure())
     figures.update(bench_bridge.measure())
     figures.update(barge_in.measure())
+    figures.update(bench_playout.measure())
     json.dump(figures, sys.stdout, indent=2)
     print()
 

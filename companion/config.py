@@ -184,6 +184,75 @@ class ChatbotV3Settings:
 
     url: str = setting(MINDCRAFT_SOCKET_URL, "agent socket URL")
     api_key: str = setting("", "API key (secret: prefer COMPANION_MINDCRAFT_KEY)")
+    # agent_action parameters (seed 004); an empty string is not sent, so the server's default applies
+    mode: str = setting("pro", "agent mode", choices=("pro", "standard", "customize"))
+    character_uuid: str = setting("", "Mindcraft character to play (its voice overrides voice_id)")
+    profile_uuid: str = setting("", "Mindcraft user profile")
+    emotion_output: bool = setting(True, "ask for the agent's emotion with each reply (for the LEDs)")
+    upload_format: str = setting(
+        "pcm",
+        "uplink audio format; only 'pcm' is implemented (the others' framing is undocumented)",
+        choices=("pcm", "wav", "opus", "speex", "aac", "amr"),
+    )
+    upload_sample_rate: int = setting(16000, "uplink sample rate", choices=(8000, 16000))
+    voice_id: str = setting("female-tianmei", "TTS voice (ignored when character_uuid is set)")
+    speed: float = setting(0.0, "speech speed; 0 = the voice's normal speed", minimum=-2.0, maximum=6.0)
+    user_name: str = setting("", "what the agent calls the user")
+    user_age: int = setting(5, "the user's age, which the agent adapts to", minimum=1, maximum=120)
+    bot_name: str = setting("", "the agent's name (server default 智酱)")
+    bot_character_description: str = setting("", "who the agent is")
+    bot_personality: str = setting("", "the agent's personality (server default 活泼,好奇,乐观,善良)")
+    bot_tone: str = setting("", "how the agent speaks")
+    llm_model: str = setting(
+        "abab6.5s-chat", "language model", choices=("GLM-4-Air", "Doubao-1.5-lite-32k", "abab6.5s-chat")
+    )
+    max_tokens: int = setting(100, "longest reply in tokens", minimum=20, maximum=8000)
+    tts_model: str = setting(
+        "TX_TTSP_realtime",
+        "speech synthesis model",
+        choices=(
+            "TX_TTSP_realtime",
+            "TX_TTSL_realtime",
+            "MM_TTSL_realtime_speech-01-turbo",
+            "ZJ_TTSL_realtime",
+            "ALI_TTSL_realtime_cosyvoice-v1",
+            "XF_TTS_realtime",
+            "BD_TTS_realtime_zh",
+        ),
+    )
+    session_token: str = setting(
+        "", "conversation (memory) to continue; empty = create one and remember it in the state directory"
+    )
+    language: str = setting(
+        "auto", "language of the conversation", choices=("auto", "zh", "en", "ja", "yue", "ko")
+    )
+    # this client's own behaviour
+    rest_url: str = setting("https://api.mindcraft.com.cn/v1/", "REST API base (sessions, messages)")
+    create_session: bool = setting(
+        True, "create a session token over REST when session_token is empty and none is remembered"
+    )
+    fetch_concurrency: int = setting(3, "TTS files downloaded at once", minimum=1, maximum=8)
+    missing_index_wait_s: float = setting(
+        1.0, "wait for a sentence (z_index) that never came before skipping it", minimum=0.0, maximum=10.0
+    )
+    tts_timeout_s: float = setting(10.0, "longest download of one TTS file", minimum=1.0, maximum=120.0)
+    tts_max_bytes: int = setting(2_000_000, "largest TTS file", minimum=10_000, maximum=50_000_000)
+    tts_max_audio_s: float = setting(120.0, "longest sentence of speech", minimum=1.0, maximum=600.0)
+    ready_timeout_s: float = setting(
+        10.0, "wait for the server's 1008 after connecting", minimum=1.0, maximum=60.0
+    )
+    reply_idle_s: float = setting(
+        20.0,
+        "end a reply the server went quiet on without agent_stop (1006), after this long",
+        minimum=2.0,
+        maximum=300.0,
+    )
+    auth_retry_s: float = setting(
+        900.0,
+        "after the key is refused (2003/2004), try again only after this long",
+        minimum=60.0,
+        maximum=86400.0,
+    )
 
 
 @dataclass(frozen=True)

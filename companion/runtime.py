@@ -76,7 +76,12 @@ def build_backend(
     if settings.backend.kind == "chatbot_v3":
         from .backends.chatbot_v3 import ChatbotV3Backend
 
-        return ChatbotV3Backend(settings.chatbot_v3, sink, playback_rate=settings.audio.playback_rate)
+        return ChatbotV3Backend(
+            settings.chatbot_v3,
+            sink,
+            playback_rate=settings.audio.playback_rate,
+            reconnect_max_s=settings.backend.reconnect_max_s,
+        )
     from .backends.xiaozhi import XiaozhiBackend
 
     return XiaozhiBackend(settings, sink, on_activation=on_activation)

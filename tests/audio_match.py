@@ -21,7 +21,9 @@ def best_match(reference: bytes | np.ndarray, recording: bytes | np.ndarray) -> 
     # normalise by the energy of each window of the recording
     sq = np.concatenate([[0.0], np.cumsum(rec**2)])
     window_energy = sq[len(ref) :] - sq[: len(sq) - len(ref)]
-    denom = np.sqrt(window_energy * np.sum(ref**2)) + 1e-9
+    ref_energy = np.sum(ref**2)
+    # a floor on the window energy: near-silent stretches must not score by dividing by almost nothing
+    denom = np.sqrt(np.maximum(window_energy, 0.01 * ref_energy) * ref_energy) + 1e-9
     score = corr / denom
     lag = int(np.argmax(score))
     return lag, float(score[lag])

@@ -99,3 +99,10 @@ def test_float_settings_accept_integers() -> None:
     settings = settings_from_mapping({"vad": {"max_utterance_s": 10}})
     assert settings.vad.max_utterance_s == 10.0
     assert isinstance(settings.vad.max_utterance_s, float)
+
+
+def test_the_shipped_config_is_the_rendered_default_with_every_key() -> None:
+    from companion.config import default_toml
+
+    shipped = Path(__file__).resolve().parent.parent / "configs" / "companion.toml"
+    assert shipped.read_text() == default_toml(), "regenerate configs/companion.toml from default_toml()"

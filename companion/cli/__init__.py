@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "companion.cli.service",
     "companion.cli.echo_server",
     "companion.cli.provision",
+    "companion.cli.mindcraft",
 )
 
 
@@ -45,6 +46,8 @@ COMMAND_HOMES = {
     "report": "companion.cli.report",
     "service": "companion.cli.service",
     "provision": "companion.cli.provision",
+    "bridge": "companion.cli.bridge",
+    "mindcraft": "companion.cli.mindcraft",
 }
 
 

@@ -1,0 +1,823 @@
+"""The Mindcraft chat_bot_v3 backend: the sans-I/O protocol joined to a websocket, HTTP for the TTS files,
+and the z_index sequencer, exposing the Backend interface.
+
+One long-running task (`run`) connects with the API key in the URL, sends `auth_token`, waits for 1008,
+reports `Connected` and pumps server events until the socket dies; then it waits the shared backoff and
+connects (and authenticates) again. A refused key (2003/2004, or HTTP 401/403 on the upgrade) is not
+retried in a storm: the user gets a fatal Alert, the state machine goes to `error`, and the next attempt
+comes only after `auth_retry_s` (or a restart with a fixed config).
+
+Each reply's speech arrives as MP3 URLs tagged with z_index. A ReplyPlayer downloads them ahead (at most
+`fetch_concurrency` at once, lowest index first), decodes each while it downloads, and hands the PCM out
+as SpeechAudio in z_index order, so the speaker just writes one piece after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import socket
+import ssl
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from ..audio.mp3 import Mp3Error, Mp3Limits, stream_decode
+from ..config import ChatbotV3Settings
+from ..errors import ConfigError
+from ..events import (
+    Alert,
+    Connected,
+    Disconnected,
+    Emotion,
+    EventSink,
+    ListenMode,
+    ReplyText,
+    SpeechAudio,
+    SpeechEnded,
+    SpeechStarted,
+    Transcript,
+    TurnEnded,
+    UplinkFormat,
+)
+from ..playout import Finished, Play, Sequencer, Skip
+from ..protocols.chatbot_v3 import (
+    AgentParams,
+    AsrText,
+    AuthRejected,
+    ClientProtocol,
+    EmotionOutput,
+    InterfaceReply,
+    LlmText,
+    NothingRecognised,
+    NotReady,
+    OutOfCredit,
+    ProtocolEvent,
+    Ready,
+    ServerError,
+    TtsUrl,
+    TurnStopped,
+    connect_url,
+)
+from .backoff import Backoff
+from .mindcraft_sessions import MindcraftRest, remember_session, remembered_session, resolve_api_key
+from .tls import client_context, find_verify_error
+
+log = logging.getLogger(__name__)
+
+UPLINK_FRAME_MS = 60  # 1920 bytes at 16 kHz, close to the 2048-byte frames of the vendor's MCU client
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_URLS_PER_REPLY = 256  # more TTS items than this in one reply are dropped (and counted)
+MAX_AUDIO_EVENT_BYTES = 48_000  # buffered audio is handed out in pieces of at most ~1 s at 24 kHz
+CANCEL_SETTLE_S = 0.8  # a text turn right after a cancel waits this long at most for the old turn's stop
+
+# chat_bot_v3 emotion words that are not among the 21 canonical names
+EMOTION_ALIASES = {
+    "joy": "happy",
+    "happiness": "happy",
+    "excited": "happy",
+    "sadness": "sad",
+    "anger": "angry",
+    "surprise": "surprised",
+    "fear": "shocked",
+    "scared": "shocked",
+    "disgust": "angry",
+    "calm": "relaxed",
+    "love": "loving",
+    "shy": "embarrassed",
+    "tired": "sleepy",
+}
+
+
+class AuthFailed(Exception):
+    """The server refused the API key; retried only after a long wait."""
+
+
+class ChannelLost(Exception):
+    """The socket ended; the message is the reason for the log and the Disconnected event."""
+
+
+class FetchFailed(Exception):
+    """A TTS file could not be downloaded (HTTP status, network)."""
+
+
+def display_url(url: str) -> str:
+    """A URL fit for logs: no query string (it may carry a signature) and no user info."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+def agent_params(settings: ChatbotV3Settings, session_token: str) -> AgentParams:
+    """The agent_action parameters from the config."""
+    return AgentParams(
+        mode=settings.mode,
+        character_uuid=settings.character_uuid,
+        profile_uuid=settings.profile_uuid,
+        emotion_output=settings.emotion_output,
+        upload_format=settings.upload_format,
+        upload_sample_rate=settings.upload_sample_rate,
+        voice_id=settings.voice_id,
+        speed=settings.speed,
+        user_name=settings.user_name,
+        user_age=settings.user_age,
+        bot_name=settings.bot_name,
+        bot_character_description=settings.bot_character_description,
+        bot_personality=settings.bot_personality,
+        bot_tone=settings.bot_tone,
+        llm_model=settings.llm_model,
+        max_tokens=settings.max_tokens,
+        tts_model=settings.tts_model,
+        session_token=session_token,
+        language=settings.language,
+    )
+
+
+# ---------------------------------------------------------------------------- one reply's speech
+
+PcmSink = Callable[[bytes], None]
+Fetcher = Callable[[str, PcmSink], Awaitable[float]]
+
+
+@dataclass
+class _Item:
+    url: str
+    blocks: list[bytes] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+class ReplyPlayer:
+    """One reply's speech: fetches TTS URLs ahead and hands their audio out in z_index order.
+
+    Events go to `emit`: SpeechStarted before the first audio, SpeechAudio pieces in play order, then
+    SpeechEnded once the server ended the turn and the last index was handed out, or TurnEnded when the
+    reply had no speech at all. `cancel()` (barge-in) stops everything and emits nothing more.
+    """
+
+    def __init__(
+        self,
+        emit: EventSink,
+        fetch: Fetcher,
+        *,
+        rate: int,
+        concurrency: int = 3,
+        max_wait_s: float = 1.0,
+        idle_s: float = 20.0,
+        turn: int = 0,
+    ) -> None:
+        self._emit = emit
+        self._fetch = fetch
+        self.rate = rate
+        self.concurrency = concurrency
+        self.idle_s = idle_s
+        self.turn = turn
+        self.seq = Sequencer(max_wait_s=max_wait_s)
+        self.items: dict[int, _Item] = {}
+        self.stats: Counter[str] = Counter()
+        self.speaking = False
+        self.done = False
+        self.uploading = False  # a voice turn's upload: the server cannot have gone quiet on us yet
+        self._outcome = "completed"
+        self._queue: list[int] = []  # indices waiting for a download slot, lowest first
+        self._running = 0
+        self._loop = asyncio.get_running_loop()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self.touch()
+
+    # ------------------------------------------------------------------ inputs
+    def touch(self) -> None:
+        """The server sent something for this turn: restart the silence timer."""
+        if self.done:
+            return
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = self._loop.call_later(self.idle_s, self._went_quiet)
+
+    def announce(self, index: int | None, url: str) -> None:
+        """A TTS URL for `index` (None: next in arrival order)."""
+        if self.done:
+            self.stats["late_urls"] += 1
+            return
+        if len(self.items) >= MAX_URLS_PER_REPLY:
+            self.stats["urls_over_limit"] += 1
+            log.warning("more than %d TTS items in one reply; z_index %s dropped", MAX_URLS_PER_REPLY, index)
+            return
+        accepted = self.seq.announce(index, self._loop.time())
+        if accepted is None:
+            self.stats["ignored_urls"] += 1
+            log.info("TTS item z_index %s ignored (duplicate, or its turn to play has passed)", index)
+            return
+        self.items[accepted] = _Item(url)
+        heapq.heappush(self._queue, accepted)
+        self._start_fetches()
+        self._drive()
+
+    def end_of_turn(self, outcome: str = "completed") -> None:
+        """The server ended the turn: once every announced index is played or skipped, the reply ends.
+
+        `outcome` is the TurnEnded reason when the reply had no speech at all.
+        """
+        if self.done:
+            return
+        self._outcome = outcome
+        self.seq.end_of_turn()
+        self._drive()
+
+    def cancel(self) -> None:
+        """Barge-in: stop downloads and decoding; nothing more is emitted."""
+        self._finish()
+        self.seq.flush()
+
+    # ------------------------------------------------------------------ downloads
+    def _start_fetches(self) -> None:
+        while self._queue and self._running < self.concurrency and not self.done:
+            index = heapq.heappop(self._queue)
+            item = self.items.get(index)
+            if item is None:
+                continue
+            self._running += 1
+            item.task = self._loop.create_task(self._download(index, item), name=f"tts-{index}")
+
+    async def _download(self, index: int, item: _Item) -> None:
+        try:
+            await self._fetch(item.url, lambda pcm: self._on_pcm(index, pcm))
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self._failed(index, "download timed out", item.url)
+        except (FetchFailed, Mp3Error) as exc:
+            self._failed(index, str(exc), item.url)
+        except httpx.HTTPError as exc:
+            self._failed(index, f"download failed ({type(exc).__name__}: {exc})", item.url)
+        except Exception as exc:  # a bug must not stall the reply: skip the sentence, keep the order
+            log.exception("TTS item z_index %d failed", index)
+            self._failed(index, f"{type(exc).__name__}: {exc}", item.url)
+        else:
+            if not self.done:
+                self.seq.complete(index)
+                self.stats["fetched"] += 1
+        finally:
+            self._running -= 1
+        if not self.done:
+            self._start_fetches()
+            self._drive()
+
+    def _failed(self, index: int, reason: str, url: str) -> None:
+        if self.done:
+            return
+        self.stats["fetch_failed"] += 1
+        self.seq.fail(index, f"{reason} ({display_url(url)})")
+
+    def _on_pcm(self, index: int, pcm: bytes) -> None:
+        if self.done:
+            return
+        if index == self.seq.current:
+            self._hand_out(index, pcm)
+            return
+        item = self.items.get(index)
+        if item is None:
+            return
+        item.blocks.append(pcm)
+        if len(item.blocks) == 1:
+            self.seq.ready(index)
+            self._drive()
+
+    # ------------------------------------------------------------------ decisions
+    def _drive(self) -> None:
+        if self.done:
+            return
+        for decision in self.seq.poll(self._loop.time()):
+            if isinstance(decision, Play):
+                self._play(decision.index)
+            elif isinstance(decision, Skip):
+                self._skip(decision)
+            elif isinstance(decision, Finished):
+                self._finished(decision)
+                return
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        when = self.seq.next_deadline()
+        if when is not None:
+            self._deadline = self._loop.call_at(when, self._drive)
+
+    def _play(self, index: int) -> None:
+        for old in [i for i in self.items if i < index]:
+            del self.items[old]
+        item = self.items.get(index)
+        if item is None:
+            return
+        blocks, item.blocks = item.blocks, []
+        piece = bytearray()
+        for block in blocks:
+            piece += block
+            if len(piece) >= MAX_AUDIO_EVENT_BYTES:
+                self._hand_out(index, bytes(piece))
+                piece.clear()
+        if piece:
+            self._hand_out(index, bytes(piece))
+
+    def _hand_out(self, index: int, pcm: bytes) -> None:
+        if not self.speaking:
+            self.speaking = True
+            self._emit(SpeechStarted())
+        self.stats["audio_bytes"] += len(pcm)
+        self._emit(SpeechAudio(pcm, codec="pcm", sample_rate=self.rate, index=index))
+
+    def _skip(self, skip: Skip) -> None:
+        which = f"z_index {skip.index}" if skip.count == 1 else f"z_index {skip.index}..{skip.last}"
+        log.warning("sentence %s skipped: %s", which, skip.reason)
+        for index in [i for i in self.items if skip.index <= i <= skip.last]:
+            item = self.items.pop(index)
+            if item.task is not None and not item.task.done():
+                item.task.cancel()
+
+    def _finished(self, decision: Finished) -> None:
+        speaking = self.speaking
+        self._finish()
+        log.debug(
+            "reply of turn %d done: %d played, %d skipped", self.turn, decision.played, decision.skipped
+        )
+        if speaking:
+            self._emit(SpeechEnded())
+        else:
+            self._emit(TurnEnded(self._outcome))
+
+    def _went_quiet(self) -> None:
+        self._idle = None
+        if self.done or self.seq.finished:
+            return
+        if self._running or self._queue or self.uploading:
+            self.touch()  # still uploading, or downloads under way (each has its own time limit)
+            return
+        log.warning(
+            "the server sent nothing for %.0f s and never ended the turn (1006); ending it", self.idle_s
+        )
+        self.seq.end_of_turn()
+        self._drive()
+
+    def _finish(self) -> None:
+        self.done = True
+        for timer in (self._deadline, self._idle):
+            if timer is not None:
+                timer.cancel()
+        self._deadline = self._idle = None
+        for item in self.items.values():
+            if item.task is not None and not item.task.done():
+                item.task.cancel()
+        self.items.clear()
+        self._queue.clear()
+
+
+class TtsFetcher:
+    """Downloads TTS MP3 files and decodes them while they arrive (limits from the config).
+
+    Call it with a URL and a PCM sink; decoding runs on its own small thread pool.
+    """
+
+    def __init__(self, settings: ChatbotV3Settings, rate: int, verify: ssl.SSLContext | bool = True) -> None:
+        self.settings = settings
+        self.rate = rate
+        self._verify = verify
+        self._http: httpx.AsyncClient | None = None
+        self._executor = ThreadPoolExecutor(max_workers=settings.fetch_concurrency, thread_name_prefix="mp3")
+
+    def warm_up(self) -> None:
+        """Build the HTTP client now (loading CA certificates takes ~30 ms), not on the first reply."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                verify=self._verify,
+                follow_redirects=True,
+                timeout=httpx.Timeout(self.settings.tts_timeout_s),
+                limits=httpx.Limits(max_connections=self.settings.fetch_concurrency + 1),
+            )
+
+    async def __call__(self, url: str, on_pcm: PcmSink) -> float:
+        """Seconds of audio handed to `on_pcm`; raises FetchFailed, Mp3Error (limits), httpx errors."""
+        settings = self.settings
+        self.warm_up()
+        http = self._http
+        assert http is not None
+
+        async def body() -> AsyncIterator[bytes]:
+            async with http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise FetchFailed(f"HTTP {response.status_code}")
+                length = response.headers.get("content-length", "")
+                if length.isdigit() and int(length) > settings.tts_max_bytes:
+                    raise FetchFailed(f"{length} bytes is larger than tts_max_bytes")
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+
+        limits = Mp3Limits(settings.tts_max_bytes, settings.tts_max_audio_s, settings.tts_timeout_s)
+        return await stream_decode(body(), self.rate, on_pcm, limits=limits, executor=self._executor)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and stop the decoder threads."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------- the backend
+
+
+class ChatbotV3Backend:
+    """Mindcraft chat_bot_v3 over its socket (implements companion.events.Backend)."""
+
+    name = "chatbot_v3"
+    supports_text = True
+
+    def __init__(
+        self,
+        settings: ChatbotV3Settings,
+        sink: EventSink,
+        *,
+        playback_rate: int = 24000,
+        reconnect_max_s: float = 60.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        """Raises ConfigError at once for a missing API key or an unsupported upload format."""
+        if settings.upload_format != "pcm":
+            raise ConfigError(
+                f"chatbot_v3.upload_format = {settings.upload_format!r} is not supported: only 'pcm' is "
+                "implemented (how the server frames the other formats is not documented)"
+            )
+        self.settings = settings
+        self._sink = sink
+        self.playback_rate = playback_rate
+        self.api_key = resolve_api_key(settings.api_key)
+        self.uplink = UplinkFormat("pcm", settings.upload_sample_rate, UPLINK_FRAME_MS)
+        self.backoff = backoff or Backoff(cap=reconnect_max_s)
+        self.stats: Counter[str] = Counter()
+        self.player: ReplyPlayer | None = None
+        self._ssl: ssl.SSLContext = client_context("", setting="chatbot_v3")
+        self._proto = ClientProtocol()
+        self._ws: ClientConnection | None = None
+        self.fetcher = TtsFetcher(settings, playback_rate, self._ssl)
+        self._ready = False
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._session_token = settings.session_token
+        self._session_retry_at = 0.0  # after a failed create, the next attempt waits auth_retry_s
+        self._pending_asr = ""
+        self._last_reason = ""
+        self._credit_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ Backend interface
+    @property
+    def connected(self) -> bool:
+        """True from 1008 (`Connected`) until the socket is lost."""
+        return self._ready
+
+    async def run(self) -> None:
+        """Connect and serve the socket until `close()`, reconnecting with backoff."""
+        while not self._closing:
+            auth_failed = False
+            try:
+                reason = await self._serve()
+            except asyncio.CancelledError:
+                await self._teardown()
+                raise
+            except AuthFailed as exc:
+                reason, auth_failed = str(exc), True
+            except ChannelLost as exc:
+                reason = str(exc)
+            except Exception as exc:  # every failure is retried; the cause is logged
+                reason = _describe(exc).replace(self.api_key, "***")  # a library may quote the URL
+            await self._teardown()
+            was_ready, self._ready = self._ready, False
+            if self._closing:
+                break
+            if auth_failed:
+                delay = self.settings.auth_retry_s
+                log.error(
+                    "%s; trying again in %.0f min (fix the key and restart to retry now)", reason, delay / 60
+                )
+                self._sink(
+                    Alert("auth", f"{reason}. Check chatbot_v3.api_key or COMPANION_MINDCRAFT_KEY.", "", True)
+                )
+                self._sink(Disconnected(reason, auth_failed=True, retry=False))
+            else:
+                if was_ready:
+                    self.backoff.reset()
+                if was_ready or reason != self._last_reason:
+                    self._sink(Disconnected(reason))
+                delay = self.backoff.next_delay()
+                level = logging.WARNING if (was_ready or reason != self._last_reason) else logging.DEBUG
+                log.log(level, "chat_bot_v3 channel down: %s; reconnecting in %.1f s", reason, delay)
+            self._last_reason = reason
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def start_listening(self, mode: ListenMode) -> None:
+        """Open a voice turn: `agent_action` with the agent's parameters; PCM frames follow."""
+        del mode  # chat_bot_v3 has no server VAD: the endpointer ends the utterance (manual)
+        if self._proto.in_turn:
+            await self.abort("a new turn starts")
+        self._pending_asr = ""
+        await self._start_turn(None)
+
+    async def stop_listening(self) -> None:
+        """End the upload (`stream_asr`): the server recognises and replies."""
+        message = self._proto.end_of_speech()
+        if message is None:
+            return
+        if self.player is not None:
+            self.player.uploading = False
+            self.player.touch()  # the reply is due from now on
+        await self._send(message)
+        if self._pending_asr:
+            self._sink(Transcript(self._pending_asr, final=False))
+            self._pending_asr = ""
+
+    async def send_audio(self, frame: bytes) -> None:
+        """One uplink PCM frame (dropped and counted outside an upload)."""
+        data = self._proto.audio(frame) if self._ready else None
+        if data is None:
+            self.stats["uplink_dropped"] += 1
+            return
+        if await self._send(data):
+            self.stats["uplink_sent"] += 1
+
+    async def abort(self, reason: str = "") -> None:
+        """Stop the reply (`stream_output`); its late events are dropped, its downloads stopped."""
+        if self.player is not None:
+            self.player.cancel()
+            self.player = None
+        message = self._proto.cancel()
+        if message is not None:
+            log.info("reply cancelled%s", f" ({reason})" if reason else "")
+            await self._send(message)
+
+    async def send_text(self, text: str) -> None:
+        """A typed utterance: `agent_action` with `asr_text`.
+
+        Right after a cancel it first waits (briefly) for the cancelled turn's stop, so that the old
+        reply's late items cannot pass for the new one's.
+        """
+        if self._proto.in_turn:
+            await self.abort("a new turn starts")
+        if not self._proto.settled:
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), CANCEL_SETTLE_S)
+        await self._start_turn(text)
+
+    async def send_tool_result(self, payload: dict[str, Any]) -> None:
+        """chat_bot_v3 has no device tools; nothing is sent."""
+        log.debug("tool result dropped: chat_bot_v3 has no device tools (%s)", payload.get("id"))
+
+    async def close(self) -> None:
+        """Stop reconnecting, close the socket and the HTTP client."""
+        self._closing = True
+        self._wake.set()
+        await self._teardown()
+        await self.fetcher.aclose()
+
+    # ------------------------------------------------------------------ turns
+    async def _start_turn(self, text: str | None) -> None:
+        ws = self._ws
+        if not self._ready or ws is None:
+            log.warning("cannot start a turn: not connected to the chat_bot_v3 server")
+            return
+        now = asyncio.get_running_loop().time()
+        try:
+            message = (
+                self._proto.start_voice_turn(now) if text is None else self._proto.start_text_turn(text, now)
+            )
+        except NotReady as exc:
+            log.warning("cannot start a turn: %s", exc)
+            return
+        self.player = self._new_player()
+        self.player.uploading = text is None
+        await self._send(message)
+
+    def _new_player(self) -> ReplyPlayer:
+        settings = self.settings
+        return ReplyPlayer(
+            self._sink,
+            self.fetcher,
+            rate=self.playback_rate,
+            concurrency=settings.fetch_concurrency,
+            max_wait_s=settings.missing_index_wait_s,
+            idle_s=settings.reply_idle_s,
+            turn=self._proto.turn,
+        )
+
+    # ------------------------------------------------------------------ the connection
+    async def _serve(self) -> str:
+        """One connection: session token, upgrade, auth, 1008, then events until it closes."""
+        params = agent_params(self.settings, await self._session())
+        url = connect_url(self.settings.url, self.api_key)
+        shown = display_url(self.settings.url)
+        loop = asyncio.get_running_loop()
+        log.debug("connecting to %s", shown)
+        try:
+            ws = await connect(
+                url,
+                ssl=self._ssl if url.startswith("wss:") else None,
+                open_timeout=self.settings.ready_timeout_s,
+                max_size=MAX_MESSAGE_BYTES,
+                ping_interval=20,  # the server sends no heartbeat (spec A.5): keep our own
+                ping_timeout=20,
+                close_timeout=2,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise AuthFailed(f"Mindcraft refused the API key (HTTP {status} on {shown})") from None
+            raise ChannelLost(f"{shown} refused the websocket upgrade (HTTP {status})") from None
+        except InvalidHandshake as exc:
+            raise ChannelLost(f"{shown}: websocket handshake failed ({exc})") from None
+        self._ws = ws
+        self._proto = ClientProtocol(params)
+        try:
+            with contextlib.suppress(ConnectionClosed):
+                # A server that refuses the key in the URL answers 2003 and closes at once: the send
+                # may fail, but the 2003 is still waiting to be read.
+                await ws.send(self._proto.auth(self.api_key))
+            deadline = loop.time() + self.settings.ready_timeout_s
+            while not self._proto.authenticated:
+                try:
+                    message = await asyncio.wait_for(ws.recv(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    raise ChannelLost(
+                        f"{shown} did not confirm authentication (status 1008) "
+                        f"within {self.settings.ready_timeout_s:g} s"
+                    ) from None
+                for event in self._receive(message, loop.time()):
+                    if isinstance(event, AuthRejected):
+                        raise AuthFailed(_rejection(event))
+            self._ready = True
+            log.info("chat_bot_v3 ready (%s)", shown)
+            self.fetcher.warm_up()
+            self._sink(Connected())
+            async for message in ws:
+                now = loop.time()
+                for event in self._receive(message, now):
+                    self._handle(event)
+                if self._proto.settled:
+                    self._settled.set()
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            raise ChannelLost(
+                "server closed the connection" + (f" (code {code})" if code else " without a close frame")
+            ) from None
+        return "server closed the connection"
+
+    def _receive(self, message: str | bytes, now: float) -> list[ProtocolEvent]:
+        if isinstance(message, str):
+            return self._proto.receive_text(message, now)
+        return self._proto.receive_binary(message, now)
+
+    def _handle(self, event: ProtocolEvent) -> None:
+        player = self.player
+        if isinstance(event, TtsUrl | LlmText | AsrText | EmotionOutput) and player is not None:
+            player.touch()
+        if isinstance(event, TtsUrl):
+            if player is None:
+                self.stats["urls_without_turn"] += 1
+                return
+            player.announce(event.index, event.url)
+        elif isinstance(event, LlmText):
+            if event.text:
+                self._sink(ReplyText(event.text, -1 if event.index is None else event.index))
+        elif isinstance(event, AsrText):
+            if event.during_upload:
+                log.debug("partial ASR: %s", event.text)
+                self._pending_asr = event.text
+            else:
+                self._pending_asr = ""
+                self._sink(Transcript(event.text))
+        elif isinstance(event, EmotionOutput):
+            self._sink(Emotion(EMOTION_ALIASES.get(event.name, event.name)))
+        elif isinstance(event, TurnStopped):
+            if player is not None:
+                player.end_of_turn()
+            else:
+                self._sink(TurnEnded("completed"))
+        elif isinstance(event, NothingRecognised):
+            log.info("the server recognised no words%s", f" ({event.message})" if event.message else "")
+            self._drop_player()
+            self._sink(TurnEnded("nothing_recognised"))
+        elif isinstance(event, OutOfCredit):
+            self._out_of_credit(event)
+        elif isinstance(event, ServerError):
+            self._sink(Alert(str(event.status), event.message or "server error"))
+            if player is not None:
+                player.end_of_turn("server_error")  # what was announced still plays; the turn is over
+        elif isinstance(event, AuthRejected):
+            raise AuthFailed(_rejection(event))
+        elif isinstance(event, InterfaceReply):
+            log.debug("interface_call %s answered", event.name)
+        elif isinstance(event, Ready):
+            log.debug("repeated 1008 ignored")
+
+    def _out_of_credit(self, event: OutOfCredit) -> None:
+        self._drop_player()
+        detail = f" ({event.message})" if event.message else ""
+        self._sink(
+            Alert(
+                "3002",
+                f"the Mindcraft account is out of credit (积分不足){detail}: top it up on mindcraft.com.cn; "
+                f"turns are refused until then (the device tries again in "
+                f"{self.settings.auth_retry_s / 60:.0f} min)",
+                "",
+                True,
+            )
+        )
+        if self._credit_timer is not None:
+            self._credit_timer.cancel()
+        self._credit_timer = asyncio.get_running_loop().call_later(
+            self.settings.auth_retry_s, self._retry_credit
+        )
+
+    def _retry_credit(self) -> None:
+        self._credit_timer = None
+        if self._ready:
+            log.info("trying the Mindcraft account again after running out of credit")
+            self._sink(Connected())
+
+    def _drop_player(self) -> None:
+        if self.player is not None:
+            self.player.cancel()
+            self.player = None
+
+    async def _send(self, data: str | bytes) -> bool:
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            await ws.send(data)
+        except ConnectionClosed:
+            return False  # the receive loop reports the loss
+        return True
+
+    async def _teardown(self) -> None:
+        self._drop_player()
+        self._proto.connection_lost()
+        if self._credit_timer is not None:
+            self._credit_timer.cancel()
+            self._credit_timer = None
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2.0)
+
+    async def _session(self) -> str:
+        """The session token: configured, remembered, or created now (and remembered); '' on failure."""
+        if self._session_token:
+            return self._session_token
+        token = remembered_session(self.api_key)
+        if token:
+            self._session_token = token
+            return token
+        loop = asyncio.get_running_loop()
+        if not self.settings.create_session or loop.time() < self._session_retry_at:
+            return ""
+        name = f"companion {socket.gethostname()}"
+        try:
+            async with MindcraftRest(self.settings.rest_url, self.api_key, verify=self._ssl) as rest:
+                token = await rest.create_session(name, self.settings.llm_model)
+        except Exception as exc:  # no memory is better than no conversation: go on without a session
+            level = logging.DEBUG if self._session_retry_at else logging.WARNING
+            self._session_retry_at = loop.time() + self.settings.auth_retry_s
+            log.log(level, "could not create a Mindcraft session (the agent will not remember): %s", exc)
+            return ""
+        try:
+            path = remember_session(token, self.api_key)
+            log.info("created Mindcraft session %s… (remembered in %s)", token[:8], path)
+        except OSError as exc:
+            log.warning("could not remember the Mindcraft session: %s", exc)
+        self._session_token = token
+        return token
+
+
+def _rejection(event: AuthRejected) -> str:
+    what = "API key" if event.status == 2003 else "token (invalid or expired)"
+    detail = f": {event.message}" if event.message else ""
+    return f"Mindcraft refused the {what} ({event.status}{detail})"
+
+
+def _describe(exc: BaseException) -> str:
+    verify = find_verify_error(exc)
+    if verify is not None:
+        return f"TLS certificate refused ({verify.verify_message or verify.reason})"
+    if isinstance(exc, OSError):
+        return f"cannot connect ({exc.strerror or exc})"
+    if isinstance(exc, TimeoutError):
+        return "connection timed out"
+    return f"{type(exc).__name__}: {exc}"
