@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,10 @@ def _abort_times(server: Any) -> list[float]:
         for when, text in record.received
         if json.loads(text).get("type") == "abort"
     ]
+
+
+def _aborted_more_than(server: Any, count: int) -> bool:
+    return len(_abort_times(server)) > count
 
 
 async def _measure(pulse: Any, tries: int) -> dict[str, Any]:
@@ -48,7 +52,7 @@ async def _measure(pulse: Any, tries: int) -> dict[str, Any]:
                     await asyncio.sleep(0.5)
                     onset = time.monotonic()
                     player = pulse.play_into_mic(ASSET)
-                    await server.wait_until(lambda n=seen: len(_abort_times(server)) > n, 5)
+                    await server.wait_until(partial(_aborted_more_than, server, seen), 5)
                     latencies.append(_abort_times(server)[seen] - onset)
                     await asyncio.to_thread(player.wait, 10)
                     await asyncio.sleep(6)  # let the barge-in turn's reply finish
@@ -63,21 +67,10 @@ async def _measure(pulse: Any, tries: int) -> dict[str, Any]:
 
 def measure(tries: int = 5) -> dict[str, Any]:
     """Start a private PulseAudio and measure `tries` barge-ins."""
-    from tests.peers.pulse import PulseServer
+    from tests.peers.pulse import pulse_environment
 
-    server = PulseServer()
-    server.start()
-    saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "PULSE_SERVER")}
-    os.environ.update({k: server.env[k] for k in saved})
-    try:
+    with pulse_environment() as server:
         return asyncio.run(_measure(server, tries))
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ plays into a private PulseAudio null sink (started and stopped here).
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 from pathlib import Path
@@ -136,21 +135,10 @@ async def _measure(trials: int, lead: float) -> dict[str, Any]:
 
 def measure(trials: int = 10, lead: float = 0.3) -> dict[str, Any]:
     """Both figures through a private PulseAudio (started and stopped here)."""
-    from tests.peers.pulse import PulseServer
+    from tests.peers.pulse import pulse_environment
 
-    server = PulseServer()
-    server.start()
-    saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "PULSE_SERVER")}
-    os.environ.update({k: server.env[k] for k in saved})
-    try:
+    with pulse_environment():
         return asyncio.run(_measure(trials, lead))
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 if __name__ == "__main__":

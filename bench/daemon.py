@@ -92,23 +92,12 @@ async def _rss_with_wav_io() -> float:
 
 def measure() -> dict[str, Any]:
     """Start a private PulseAudio, run the daemon through one turn, and report."""
-    from tests.peers.pulse import PulseServer
+    from tests.peers.pulse import pulse_environment
 
-    server = PulseServer()
-    server.start()
-    saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "PULSE_SERVER")}
-    os.environ.update({k: server.env[k] for k in saved})
-    try:
+    with pulse_environment() as server:
         figures = asyncio.run(_measure(server))
         figures["rss_mb_wav_io"] = round(asyncio.run(_rss_with_wav_io()), 1)
         return figures
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 if __name__ == "__main__":

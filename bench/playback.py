@@ -12,7 +12,6 @@ sample to PortAudio.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import numpy as np
@@ -63,21 +62,10 @@ async def _measure(seconds: float, burst: int) -> dict[str, Any]:
 
 def measure(seconds: float = 20.0) -> dict[str, Any]:
     """Latency percentiles through a private PulseAudio (started and stopped here)."""
-    from tests.peers.pulse import PulseServer
+    from tests.peers.pulse import pulse_environment
 
-    server = PulseServer()
-    server.start()
-    saved = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "PULSE_SERVER")}
-    os.environ.update({k: server.env[k] for k in saved})
-    try:
+    with pulse_environment():
         return {**asyncio.run(_measure(seconds, 0)), **asyncio.run(_measure(seconds, 5))}
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 if __name__ == "__main__":

@@ -106,3 +106,20 @@ def running_pulse() -> Iterator[PulseServer]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def pulse_environment() -> Iterator[PulseServer]:
+    """A started PulseServer whose address is in os.environ (for PortAudio in this process) until exit."""
+    keys = ("XDG_RUNTIME_DIR", "PULSE_SERVER")
+    saved = {key: os.environ.get(key) for key in keys}
+    with running_pulse() as server:
+        os.environ.update({key: server.env[key] for key in keys})
+        try:
+            yield server
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
