@@ -113,8 +113,9 @@ class BackendSettings:
     kind: str = setting("xiaozhi", "the voice agent protocol", choices=("xiaozhi", "chatbot_v3"))
     trigger: str = setting(
         "vad",
-        "what starts a turn: speech ('vad'), a button, or a wake word",
-        choices=("vad", "button", "wake_word"),
+        "what starts a turn: speech ('vad') or the bridge button / Enter on the console ('button'); "
+        "there is no wake-word engine yet",
+        choices=("vad", "button"),
     )
     reconnect_max_s: float = setting(60.0, "cap of the reconnect backoff", minimum=1, maximum=3600)
 

@@ -411,7 +411,7 @@ class Conversation:
 
     def barge_in(self, why: str) -> None:
         """Stop the reply now: abort upstream, flush the speaker, drop late audio of this reply."""
-        self._queue_control(lambda: self.backend.abort("wake_word_detected" if why == "wake_word" else ""))
+        self._queue_control(lambda: self.backend.abort(""))  # no reason: only a wake word sends one
         self._speaking_epoch += 1
         self._drain_downlink_queue()
         self.speaker.flush()
