@@ -34,19 +34,14 @@ async def test_an_unbound_device_shows_and_speaks_its_code_then_talks_once_bound
         runtime = Runtime(settings, RunOptions(turns=1, on_state=lambda old, new: states.append(new)))
         task = asyncio.create_task(runtime.run())
         await server.wait_until(lambda: bool(server.codes), 10)
-        assert await asyncio.wait_for(_until(lambda: DeviceState.ACTIVATING in states), 10)
+        await asyncio.sleep(0)  # the runtime task has built its parts
+        assert runtime.conversation is not None and runtime.cues is not None
+        await asyncio.wait_for(runtime.conversation.wait_for_state(DeviceState.ACTIVATING), 10)
         code = next(iter(server.codes.values()))
-        assert runtime.cues is not None
-        assert await asyncio.wait_for(_until(lambda: f"activation:{code}" in runtime.cues.played), 10)
+        # the code is spoken in the same step that enters the activating state
+        assert f"activation:{code}" in runtime.cues.played
         assert not runtime.conversation or not runtime.conversation.backend.connected
         server.bind(code)
         assert await asyncio.wait_for(task, 40) == 0
     assert states.index(DeviceState.ACTIVATING) < states.index(DeviceState.IDLE)
     assert runtime.conversation is not None and runtime.conversation.turns_completed == 1
-
-
-async def _until(predicate: object) -> bool:
-    assert callable(predicate)
-    while not predicate():
-        await asyncio.sleep(0.02)
-    return True
