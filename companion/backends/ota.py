@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..config import XiaozhiSettings
 from ..errors import ProtocolError
+from ..events import Alert
 from ..logsetup import register_secret
 from .identity import Identity
 
@@ -360,6 +361,14 @@ async def activate(
     finally:
         if own:
             await http.aclose()
+
+
+def activation_alert(activation: Activation) -> Alert:
+    """The event that puts the device in its activating state, with the code and the instructions."""
+    text = f"activation code {activation.code}"
+    if activation.message:
+        text += f": {' '.join(activation.message.split())}"
+    return Alert("activation", text, "link")
 
 
 def announce(activation: Activation) -> None:

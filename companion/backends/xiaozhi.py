@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Settings
-from ..events import Alert, Backend, Disconnected, EventSink, ListenMode, UplinkFormat
+from ..events import Backend, Disconnected, EventSink, ListenMode, UplinkFormat
 from . import ota
 from .backoff import Backoff
 from .identity import Identity, load_identity
@@ -87,10 +87,7 @@ class XiaozhiBackend:
             await asyncio.sleep(delay)
 
     def _activation_code(self, activation: ota.Activation) -> None:
-        text = f"activation code {activation.code}"
-        if activation.message:
-            text += f": {' '.join(activation.message.split())}"
-        self._sink(Alert("activation", text, "link"))
+        self._sink(ota.activation_alert(activation))
         if self._on_activation is not None:
             self._on_activation(activation)
 

@@ -355,10 +355,7 @@ class XiaozhiMqttBackend:
         return reply.mqtt
 
     def _activation_code(self, activation: ota.Activation) -> None:
-        text = f"activation code {activation.code}"
-        if activation.message:
-            text += f": {' '.join(activation.message.split())}"
-        self._sink(Alert("activation", text, "link"))
+        self._sink(ota.activation_alert(activation))
         if self._on_activation is not None:
             self._on_activation(activation)
 

@@ -26,7 +26,6 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from ..config import AudioSettings, XiaozhiSettings
 from ..errors import ConfigError
 from ..events import (
-    Alert,
     Connected,
     Disconnected,
     EventSink,
@@ -322,10 +321,7 @@ class XiaozhiWebsocketBackend:
         return reply.websocket
 
     def _activation_code(self, activation: ota.Activation) -> None:
-        text = f"activation code {activation.code}"
-        if activation.message:
-            text += f": {' '.join(activation.message.split())}"
-        self._sink(Alert("activation", text, "link"))
+        self._sink(ota.activation_alert(activation))
         if self._on_activation is not None:
             self._on_activation(activation)
 
