@@ -77,7 +77,6 @@ class Turn:
     outcome: str = ""
     bytes_up: int = 0
     bytes_down: int = 0
-    packets_dropped: int = 0
     errors: list[str] = field(default_factory=list)
 
     def mark(self, name: str, when: float) -> None:
@@ -440,6 +439,9 @@ class Conversation:
         if outcome == "completed":
             self.turns_completed += 1
         log.info("turn %d %s: %s", turn.number, outcome, turn.offsets_ms())
+        if self.uplink_dropped or self.downlink_dropped:
+            log.debug("audio dropped so far: %d uplink packets (queue full), %d downlink (outside a reply)",
+                      self.uplink_dropped, self.downlink_dropped)  # fmt: skip
         for listener in list(self._turn_listeners):
             try:
                 listener(turn)

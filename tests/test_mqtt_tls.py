@@ -7,21 +7,16 @@ trusts it only when `xiaozhi.tls_ca` names that CA; otherwise it refuses with a 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from companion.events import Connected, Disconnected
 from tests.peers.mqtt_broker import Mosquitto, TlsFiles, port_is_free
 from tests.peers.mqtt_events import EventLog
 from tests.peers.mqtt_gateway import GatewayPeer
+from tests.peers.tls_ca import make_ca_and_server_cert
 from tests.test_mqtt_backend import DEVICE_TOPIC, make_backend, running, settings_for
 
 pytestmark = [
@@ -30,57 +25,9 @@ pytestmark = [
 ]
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
 def make_ca_and_server(directory: Path) -> tuple[Path, TlsFiles]:
     """A throwaway CA (PEM) and a server certificate for 127.0.0.1 signed by it."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("companion test CA"))
-        .issuer_name(_name("companion test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_file = directory / "ca.pem"
-    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    certfile, keyfile = directory / "server.pem", directory / "server.key"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    keyfile.chmod(0o600)
+    ca_file, certfile, keyfile = make_ca_and_server_cert(directory)
     return ca_file, TlsFiles(certfile, keyfile, 8883)
 
 

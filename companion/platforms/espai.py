@@ -11,14 +11,13 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from types import TracebackType
 from typing import Any
 
 from ..logsetup import register_secret
 from .envelopes import ESPAI, unwrap_espai
 from .errors import PlatformError
 from .fields import as_dict, as_list, get_bool, get_int, get_str
-from .transport import DEFAULT_TIMEOUT_S, RetryPolicy, Sleep, Transport, normalise_base_url
+from .transport import DEFAULT_TIMEOUT_S, RetryPolicy, Sleep, Transport, TransportClient, normalise_base_url
 
 DEFAULT_BASE_URL = "https://api.espai2.fun"
 DEFAULT_DEVICES_URL = "https://api.espai.fun"  # the device API is documented on the older host
@@ -252,7 +251,7 @@ class DeviceList:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-class EspAiClient:
+class EspAiClient(TransportClient):
     """An async client; use `async with EspAiClient(key) as client:`."""
 
     def __init__(
@@ -277,17 +276,6 @@ class EspAiClient:
 
     def __repr__(self) -> str:
         return f"EspAiClient(base_url={self.base_url!r})"
-
-    async def __aenter__(self) -> EspAiClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
 
     async def _post(self, url: str, body: Any, *, idempotent: bool) -> dict[str, Any]:
         reply = await self._transport.request(

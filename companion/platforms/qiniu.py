@@ -12,7 +12,6 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -35,7 +34,15 @@ from .qiniu_models import (
     PreregisterResult,
     VoiceClone,
 )
-from .transport import DEFAULT_TIMEOUT_S, Reply, RetryPolicy, Sleep, Transport, normalise_base_url
+from .transport import (
+    DEFAULT_TIMEOUT_S,
+    Reply,
+    RetryPolicy,
+    Sleep,
+    Transport,
+    TransportClient,
+    normalise_base_url,
+)
 
 DEFAULT_BASE_URL = "https://xrobo.qiniu.com"
 DEFAULT_LOGIN_URL = "https://xrobo.qiniuapi.com"
@@ -58,7 +65,7 @@ REGISTER_HINTS = {409: "that user name is taken", 403: "wrong captcha; fetch a n
 VOICE_NAME_MAX = 20
 
 
-class QiniuClient:
+class QiniuClient(TransportClient):
     """An async client; use `async with QiniuClient(token) as client:`.
 
     `token` is a login token or a console API key (both are sent as `Authorization: Bearer`); it may be
@@ -83,17 +90,6 @@ class QiniuClient:
         if token:
             register_secret(token)
         self._transport = Transport("Qiniu", timeout_s=timeout_s, retry=retry, sleep=sleep)
-
-    async def __aenter__(self) -> QiniuClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
 
     # -- plumbing ---------------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -226,3 +227,21 @@ class Transport:
             delay = backoff.next_delay()
             log.info("%s (attempt %d of %d), retrying in %.1f s", error, attempt, self.retry.attempts, delay)
             await self._sleep(delay)
+
+
+class TransportClient:
+    """What every platform client shares: `async with Client(...) as client:` closes its transport."""
+
+    _transport: Transport
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._transport.aclose()

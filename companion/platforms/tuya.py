@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -22,7 +21,16 @@ from ..logsetup import register_secret
 from .envelopes import TUYA, TUYA_TOKEN_CODES, unwrap_tuya
 from .errors import PlatformAPIError, PlatformAuthError, PlatformError
 from .fields import as_dict, as_list, get_int
-from .transport import DEFAULT_TIMEOUT_S, Reply, RetryPolicy, Sleep, Transport, host_of, normalise_base_url
+from .transport import (
+    DEFAULT_TIMEOUT_S,
+    Reply,
+    RetryPolicy,
+    Sleep,
+    Transport,
+    TransportClient,
+    host_of,
+    normalise_base_url,
+)
 from .tuya_models import HistoryEntry, Role, RoleFields, TuyaToken
 from .tuya_signing import query_value, signed_request_headers
 
@@ -108,7 +116,7 @@ def chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
         yield items[start : start + size]
 
 
-class TuyaClient:
+class TuyaClient(TransportClient):
     """An async client for one cloud project; use `async with TuyaClient(client_id, secret) as c:`."""
 
     def __init__(
@@ -137,17 +145,6 @@ class TuyaClient:
 
     def __repr__(self) -> str:
         return f"TuyaClient(base_url={self.base_url!r})"
-
-    async def __aenter__(self) -> TuyaClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
 
     @property
     def _region_note(self) -> str:
