@@ -321,10 +321,17 @@ class BridgeLink:
                 await asyncio.wait_for(link_protocol.lost.wait(), max(0.01, wake - time.monotonic()))
 
     async def _close(self) -> None:
+        # Every change a waiter can see (not ready, the disconnect counted, what the board showed
+        # forgotten) happens before the first await, so nobody observes a half-closed link.
         was_ready = self._ready
         self._ready = False
         self._awaiting_hello = False
         self.board = None
+        # What the board showed is gone with it: everything kept is re-sent after the next handshake.
+        self._pending = {}
+        if was_ready:
+            self.disconnects += 1
+            self._set_status()
         transport, link_protocol = self._transport, self._protocol
         self._transport = None
         self._protocol = None
@@ -333,11 +340,6 @@ class BridgeLink:
                 transport.abort()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(link_protocol.lost.wait(), 1.0)
-        if was_ready:
-            self.disconnects += 1
-            self._set_status()
-        # What the board showed is gone with it: everything kept is re-sent after the next handshake.
-        self._pending = {}
 
     def _send_hello(self, request: bool) -> None:
         hello = protocol.Hello(

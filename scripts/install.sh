@@ -34,15 +34,32 @@ if [ "$(uname -m)" != "x86_64" ]; then
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need[@]}"
+  apt_log=$(mktemp)
+  # apt and dpkg print a line per unpacked package even with -qq: keep them in a log, shown on failure.
+  if ! { "${sudo_cmd[@]}" apt-get update -qq &&
+         DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need[@]}"; } >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2
+    echo "install.sh: installing ${need[*]} failed (see above)" >&2
+    exit 1
+  fi
+  rm -f "$apt_log"
 fi
 
 python=${PYTHON:-python3}
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q "$here"
-echo "installed: $("$venv/bin/companion" --version)  ($venv/bin/companion)"
+
+# Put `companion` on the PATH, so that the README's commands run as written: /usr/local/bin for root,
+# ~/.local/bin (on the PATH of Debian's default login shell once it exists) for anyone else.
+if [ "$(id -u)" -eq 0 ]; then bindir=/usr/local/bin; else bindir=$HOME/.local/bin; fi
+mkdir -p "$bindir"
+ln -sf "$venv/bin/companion" "$bindir/companion"
+echo "installed: $("$venv/bin/companion" --version)  ($bindir/companion -> $venv/bin/companion)"
+case ":$PATH:" in
+  *":$bindir:"*) ;;
+  *) echo "note: $bindir is not on your PATH yet; open a new login shell, or run $bindir/companion" ;;
+esac
 
 if [ "$run" -eq 1 ]; then
   exec "$venv/bin/companion" run "${args[@]}"

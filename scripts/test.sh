@@ -21,8 +21,16 @@ for pkg in "${pkgs[@]}"; do
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
+  apt_log=$(mktemp)
+  # apt and dpkg print a line per unpacked package even with -qq: keep them in a log, shown on failure.
+  if ! { "${sudo_cmd[@]}" apt-get update -qq &&
+         DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends \
+           "${need[@]}"; } >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2
+    echo "test.sh: installing ${need[*]} failed (see above)" >&2
+    exit 1
+  fi
+  rm -f "$apt_log"
 fi
 
 python=${PYTHON:-python3}

@@ -110,3 +110,11 @@ async def test_a_missing_device_names_the_devices_that_exist(pulse: PulseServer)
         DeviceCapture("no-such-microphone")
     assert "no input device named 'no-such-microphone'" in str(err.value)
     assert "'default'" in str(err.value)
+
+
+def test_a_machine_with_no_devices_is_told_its_next_step() -> None:
+    from companion.audio.portaudio import _describe
+
+    message = _describe([])
+    assert message.startswith("there are no devices")
+    assert "`companion demo` needs no sound card" in message and "`companion devices`" in message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -119,3 +120,32 @@ def test_system_unit_runs_as_the_dedicated_user_with_audio_and_serial_groups() -
 @pytest.mark.parametrize("name", ["companion.service", "companion-user.service"])
 def test_systemd_directory_shows_the_bundled_units(name: str) -> None:
     assert (REPO / "systemd" / name).read_text() == "\n".join(unit_lines(name)) + "\n"
+
+
+@pytest.mark.parametrize("user_mode", [False, True], ids=["system", "user"])
+def test_the_reload_command_sends_sighup_to_the_main_pid_with_only_a_shell(
+    tmp_path: Path, user_mode: bool
+) -> None:
+    """ExecReload= as systemd would run it: ${MAINPID} substituted, no /bin/kill (procps) needed."""
+    unit = render_unit("/usr/bin/companion", user_mode).splitlines()
+    command = next(line for line in unit if line.startswith("ExecReload=")).removeprefix("ExecReload=")
+    assert "/bin/kill" not in command
+    marker = tmp_path / "hup"
+    program = (
+        "import pathlib, signal, sys, time\n"
+        "def on_hup(*_):\n"
+        f"    pathlib.Path({str(marker)!r}).write_text('hup')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGHUP, on_hup)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    waiter = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert waiter.stdout is not None and waiter.stdout.readline() == "ready\n"
+        argv = shlex.split(command.replace("${MAINPID}", str(waiter.pid)))
+        subprocess.run(argv, check=True, timeout=10, env={"PATH": "/usr/bin:/bin"})
+        assert waiter.wait(timeout=10) == 0
+    finally:
+        waiter.kill()
+    assert marker.read_text() == "hup"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from companion.backends import ota
-from companion.backends.identity import load_identity, normalize_mac, primary_mac
+from companion.backends.identity import MAC_RE, load_identity, normalize_mac, primary_mac
 from companion.config import XiaozhiSettings
 from companion.echo_server import EchoServer, make_token, verify_token
 from companion.errors import ConfigError
@@ -57,6 +57,33 @@ def test_primary_mac_follows_the_default_route(tmp_path: Path) -> None:
     )
     assert primary_mac(net, routes) == "dc:a6:32:00:00:02"
     assert primary_mac(net, tmp_path / "no-routes") == "02:00:00:00:00:01"
+
+
+def test_a_machine_without_a_mac_gets_a_persisted_local_id_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    first = load_identity(XiaozhiSettings(), tmp_path)
+    assert MAC_RE.match(first.device_id)
+    assert int(first.device_id[:2], 16) & 0x02 and not int(first.device_id[:2], 16) & 0x01  # local, unicast
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert load_identity(XiaozhiSettings(), tmp_path) == first  # the same device next time
+
+
+def test_a_configured_device_id_is_used_without_looking_for_a_mac(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from companion.backends import identity as identity_module
+
+    def no_lookup(*args: object) -> None:
+        raise AssertionError("looked for a MAC although xiaozhi.device_id is set")
+
+    monkeypatch.setattr(identity_module, "primary_mac", no_lookup)
+    monkeypatch.setattr(identity_module, "_fallback_mac", no_lookup)
+    identity = load_identity(XiaozhiSettings(device_id="AA-BB-CC-DD-EE-01"), tmp_path)
+    assert identity.device_id == "aa:bb:cc:dd:ee:01"
+    stored = json.loads((tmp_path / "xiaozhi-identity.json").read_text())
+    assert stored == {"client_id": identity.client_id}  # the configured id is not frozen into the state
 
 
 def test_a_corrupt_identity_file_is_replaced(tmp_path: Path) -> None:

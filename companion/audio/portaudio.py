@@ -87,7 +87,8 @@ def find_device(spec: str, kind: str) -> DeviceInfo:
 
 def _describe(devices: list[DeviceInfo], kind: str = "") -> str:
     if not devices:
-        hint = " (is a sound server running? PULSE_SERVER=" + os.environ.get("PULSE_SERVER", "unset") + ")"
-        return "there are no devices" + hint
+        server = " (is a sound server running? PULSE_SERVER=" + os.environ.get("PULSE_SERVER", "unset") + ")"
+        next_step = "; `companion demo` needs no sound card, and `companion devices` lists what exists"
+        return "there are no devices" + server + next_step
     label = f"{kind} devices" if kind else "devices"
     return f"{label} available: " + ", ".join(f"{d.index}: {d.name!r}" for d in devices)

@@ -42,16 +42,19 @@ def load_identity(settings: XiaozhiSettings, directory: Path | None = None) -> I
     client_id = stored.get("client_id", "")
     if not _is_uuid4(client_id):
         client_id = str(uuid.uuid4())
-    device_id = stored.get("device_id", "")
-    if not device_id:
+    stored_device_id = stored.get("device_id", "")
+    device_id = stored_device_id
+    if not device_id and not settings.device_id:  # a configured id needs no MAC (nor a warning without one)
         device_id = primary_mac() or _fallback_mac()
-    if stored.get("client_id") != client_id or stored.get("device_id") != device_id:
-        data = json.dumps({"client_id": client_id, "device_id": device_id}, indent=1) + "\n"
+    if stored.get("client_id") != client_id or stored_device_id != device_id:
+        record = {"client_id": client_id} | ({"device_id": device_id} if device_id else {})
+        data = json.dumps(record, indent=1) + "\n"
         try:
             write_private(path, data.encode())
         except OSError as exc:
             raise ConfigError(f"cannot save the device identity in {path}: {exc.strerror or exc}") from exc
-        log.info("device identity saved in %s: Device-Id %s", path, device_id)
+        log.info("device identity saved in %s: Client-Id %s, Device-Id %s", path, client_id,
+                 device_id or "from xiaozhi.device_id")  # fmt: skip
     if settings.device_id:
         device_id = normalize_mac(settings.device_id)
         if not MAC_RE.match(device_id):
@@ -71,8 +74,10 @@ def normalize_mac(value: str) -> str:
     return raw
 
 
-def primary_mac(sys_net: Path = _SYS_NET, routes: Path = _ROUTES) -> str | None:
+def primary_mac(sys_net: Path | None = None, routes: Path | None = None) -> str | None:
     """MAC of the interface holding the default route, else of the first physical-looking interface."""
+    sys_net = sys_net or _SYS_NET
+    routes = routes or _ROUTES
     candidates: list[str] = []
     try:
         for line in routes.read_text().splitlines()[1:]:
@@ -100,7 +105,9 @@ def _fallback_mac() -> str:
     node = uuid.getnode() | 0x020000000000  # the locally-administered bit
     node &= ~0x010000000000  # unicast
     mac = ":".join(f"{(node >> s) & 0xFF:02x}" for s in range(40, -8, -8))
-    log.warning("no network interface MAC found; using %s as the Device-Id", mac)
+    # Normal in containers and chroots; said once (the id is persisted), and not as a warning, so that
+    # a command's one-line error stays the only thing it prints.
+    log.info("no network interface MAC found; using %s as the Device-Id", mac)
     return mac
 
 

@@ -220,8 +220,9 @@ class XiaozhiWebsocketBackend:
             except Exception as exc:  # every failure is retried; the cause is logged
                 reason = _describe(exc, self.settings.tls_ca)
             finally:
+                # Not ready from the moment the channel is lost, before the socket's close is awaited.
+                was_ready, self._ready = self._ready, False
                 await self._drop_socket()
-            was_ready, self._ready = self._ready, False
             if self._closing:
                 break
             planned = self._planned_reconnect

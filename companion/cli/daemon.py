@@ -181,11 +181,15 @@ async def _demo(settings: Settings, mode: str, state: Path) -> int:
         settings = dataclasses.replace(settings, xiaozhi=xiaozhi)
         click.echo(f"echo server on {server.websocket_url}; microphone {settings.audio.input}")
 
+        shown: list[Turn] = []
+
         def show_turn(turn: Turn) -> None:
+            shown.append(turn)
             click.echo("\n" + format_timeline(turn))
 
         def show_state(old: DeviceState, new: DeviceState) -> None:
-            click.echo(f"  [{new.value}]")
+            if not shown:  # after the one turn the demo is ending: what follows is not news
+                click.echo(f"  [{new.value}]")
 
         runtime = Runtime(
             settings, RunOptions(turns=1, on_turn=show_turn, on_state=show_state, console_button=False)
