@@ -1,4 +1,8 @@
-"""The one reconnect policy every long-running task uses: capped exponential backoff with full jitter."""
+"""The one reconnect policy every long-running task uses: capped exponential backoff with jitter.
+
+Each delay is drawn from [d·(1 − jitter), d], not from [0, d] ("full jitter"): a device that just lost
+its server should not hammer it again at once, and the spread still keeps a fleet from reconnecting in step.
+"""
 
 from __future__ import annotations
 

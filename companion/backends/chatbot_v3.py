@@ -70,6 +70,7 @@ from ..protocols.chatbot_v3 import (
 )
 from .backoff import Backoff
 from .mindcraft_sessions import MindcraftRest, remember_session, remembered_session, resolve_api_key
+from .reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
 from .tls import client_context, find_verify_error
 
 log = logging.getLogger(__name__)
@@ -96,14 +97,6 @@ EMOTION_ALIASES = {
     "shy": "embarrassed",
     "tired": "sleepy",
 }
-
-
-class AuthFailed(Exception):
-    """The server refused the API key; retried only after a long wait."""
-
-
-class ChannelLost(Exception):
-    """The socket ended; the message is the reason for the log and the Disconnected event."""
 
 
 class FetchFailed(Exception):
@@ -466,14 +459,19 @@ class ChatbotV3Backend:
         self._ws: ClientConnection | None = None
         self.fetcher = TtsFetcher(settings, playback_rate, self._ssl)
         self._ready = False
-        self._closing = False
-        self._wake = asyncio.Event()
         self._settled = asyncio.Event()
         self._session_token = settings.session_token
         self._session_retry_at = 0.0  # after a failed create, the next attempt waits auth_retry_s
         self._pending_asr = ""
-        self._last_reason = ""
         self._credit_timer: asyncio.TimerHandle | None = None
+        self._reconnect = ReconnectLoop(
+            "chat_bot_v3 channel down",
+            self.backoff,
+            log=log,
+            describe=lambda exc: _describe(exc).replace(self.api_key, "***"),  # a library may quote the URL
+            on_down=self._on_down,
+            close_attempt=self._teardown,
+        )
 
     # ------------------------------------------------------------------ Backend interface
     @property
@@ -483,44 +481,21 @@ class ChatbotV3Backend:
 
     async def run(self) -> None:
         """Connect and serve the socket until `close()`, reconnecting with backoff."""
-        while not self._closing:
-            auth_failed = False
-            try:
-                reason = await self._serve()
-            except asyncio.CancelledError:
-                await self._teardown()
-                raise
-            except AuthFailed as exc:
-                reason, auth_failed = str(exc), True
-            except ChannelLost as exc:
-                reason = str(exc)
-            except Exception as exc:  # every failure is retried; the cause is logged
-                reason = _describe(exc).replace(self.api_key, "***")  # a library may quote the URL
-            await self._teardown()
-            was_ready, self._ready = self._ready, False
-            if self._closing:
-                break
-            if auth_failed:
-                delay = self.settings.auth_retry_s
-                log.error(
-                    "%s; trying again in %.0f min (fix the key and restart to retry now)", reason, delay / 60
-                )
-                self._sink(
-                    Alert("auth", f"{reason}. Check chatbot_v3.api_key or COMPANION_MINDCRAFT_KEY.", "", True)
-                )
-                self._sink(Disconnected(reason, auth_failed=True, retry=False))
-            else:
-                if was_ready:
-                    self.backoff.reset()
-                if was_ready or reason != self._last_reason:
-                    self._sink(Disconnected(reason))
-                delay = self.backoff.next_delay()
-                level = logging.WARNING if (was_ready or reason != self._last_reason) else logging.DEBUG
-                log.log(level, "chat_bot_v3 channel down: %s; reconnecting in %.1f s", reason, delay)
-            self._last_reason = reason
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+        await self._reconnect.run(self._serve, take_ready=self._take_ready)
+
+    def _take_ready(self) -> bool:
+        was_ready, self._ready = self._ready, False
+        return was_ready
+
+    def _on_down(self, down: Down) -> float | None:
+        if down.auth_failed:  # retrying a refused key at once only hammers the server: wait long
+            fix = f"{down.reason}. Check chatbot_v3.api_key or COMPANION_MINDCRAFT_KEY."
+            self._sink(Alert("auth", fix, "", True))
+            self._sink(Disconnected(down.reason, auth_failed=True, retry=False))
+            return self.settings.auth_retry_s
+        if down.was_ready or down.news:
+            self._sink(Disconnected(down.reason))
+        return None
 
     async def start_listening(self, mode: ListenMode) -> None:
         """Open a voice turn: `agent_action` with the agent's parameters; PCM frames follow."""
@@ -582,8 +557,7 @@ class ChatbotV3Backend:
 
     async def close(self) -> None:
         """Stop reconnecting, close the socket and the HTTP client."""
-        self._closing = True
-        self._wake.set()
+        self._reconnect.stop()
         await self._teardown()
         await self.fetcher.aclose()
 

@@ -7,7 +7,6 @@ then it is connecting (or activating) and has no channel.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from ..events import Backend, Disconnected, EventSink, ListenMode, UplinkFormat
 from . import ota
 from .backoff import Backoff
 from .identity import Identity, load_identity
+from .reconnect import Down, ReconnectLoop
 from .xiaozhi_ws import XiaozhiWebsocketBackend
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ class XiaozhiBackend:
         self._on_activation = on_activation
         self.inner: Backend | None = None
         self.backoff = Backoff(cap=settings.backend.reconnect_max_s)
-        self._closing = False
         # fail at once on an unusable tls_ca and learn the uplink format the websocket would use
         self._probe = XiaozhiWebsocketBackend(
             settings.xiaozhi, sink, identity=self.identity, audio=settings.audio
@@ -73,18 +72,15 @@ class XiaozhiBackend:
         await self.inner.run()
 
     async def _activated_reply(self) -> ota.OtaReply:
-        last = ""
-        while True:
-            try:
-                return await ota.activate(self.settings.xiaozhi, self.identity, on_code=self._activation_code)
-            except ota.OtaError as exc:
-                reason = str(exc)
-            if reason != last:
-                self._sink(Disconnected(reason))
-            last = reason
-            delay = self.backoff.next_delay()
-            log.warning("OTA check failed: %s; again in %.1f s", reason, delay)
-            await asyncio.sleep(delay)
+        def on_down(down: Down) -> None:
+            if down.news:
+                self._sink(Disconnected(down.reason))
+
+        retry = ReconnectLoop("OTA check failed", self.backoff, log=log, describe=str, on_down=on_down)
+        return await retry.first_success(
+            lambda: ota.activate(self.settings.xiaozhi, self.identity, on_code=self._activation_code),
+            errors=(ota.OtaError,),
+        )
 
     def _activation_code(self, activation: ota.Activation) -> None:
         self._sink(ota.activation_alert(activation))
@@ -132,7 +128,6 @@ class XiaozhiBackend:
         await self._require().send_tool_result(payload)
 
     async def close(self) -> None:
-        self._closing = True
         if self.inner is not None:
             with contextlib.suppress(Exception):
                 await self.inner.close()

@@ -34,7 +34,6 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
 from ..config import AudioSettings, XiaozhiSettings
-from ..errors import ConfigError
 from ..events import (
     Alert,
     Connected,
@@ -64,6 +63,7 @@ from ..protocols.xiaozhi.udp import UdpAudioChannel, UdpConfigError, UdpParams
 from . import ota
 from .backoff import Backoff
 from .identity import Identity
+from .reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
 from .tls import client_context, explain_verify_error, find_verify_error
 
 log = logging.getLogger(__name__)
@@ -84,14 +84,6 @@ EARLY_AUDIO_S = 0.5
 EARLY_AUDIO_PACKETS = 10
 WATCH_INTERVAL_S = 30.0
 _AUTH_REFUSED = {4, 5, 134, 135}  # CONNACK: bad user name or password / not authorised (3.1.1 and 5)
-
-
-class AuthFailed(Exception):
-    """The broker refused our credentials."""
-
-
-class ChannelLost(Exception):
-    """The MQTT link or the audio channel ended; the message is the reason."""
 
 
 @dataclass(frozen=True)
@@ -228,8 +220,7 @@ class XiaozhiMqttBackend:
         self._transport: asyncio.DatagramTransport | None = None
         self._uplink_ms = 0
         self._ready = False
-        self._closing = False
-        self._wake = asyncio.Event()
+        self._refresh = False  # the next attempt runs the OTA check again (refused credentials)
         self._kick = asyncio.Event()
         self._hello_waiter: asyncio.Future[HelloReceived] | None = None
         self._settled = asyncio.Event()
@@ -239,7 +230,13 @@ class XiaozhiMqttBackend:
         self._pending: deque[bytes] = deque(maxlen=PENDING_UPLINK_FRAMES)
         self._early: deque[tuple[float, bytes]] = deque(maxlen=EARLY_AUDIO_PACKETS)
         self._last_activity = 0.0
-        self._last_reason = ""
+        self._reconnect = ReconnectLoop(
+            "xiaozhi MQTT channel down",
+            self.backoff,
+            log=log,
+            describe=lambda exc: _describe(exc, settings.tls_ca),
+            on_down=self._on_down,
+        )
 
     # ------------------------------------------------------------------ Backend interface
     @property
@@ -255,42 +252,23 @@ class XiaozhiMqttBackend:
 
     async def run(self) -> None:
         """Connect and serve forever (until `close()`), reconnecting with backoff."""
-        refresh = False
-        while not self._closing:
-            auth_failed = False
-            try:
-                endpoint = await self._resolve(refresh)
-                refresh = False
-                await self._serve(endpoint)
-                reason = "closed"
-            except asyncio.CancelledError:
-                raise
-            except AuthFailed as exc:
-                reason, auth_failed = str(exc), True
-                refresh = not self.settings.mqtt_endpoint
-            except (ota.OtaError, ChannelLost) as exc:
-                reason = str(exc)
-            except ConfigError:
-                raise
-            except Exception as exc:  # every failure is retried; the cause is logged
-                reason = _describe(exc, self.settings.tls_ca)
-            was_ready, self._ready = self._ready, False
-            if self._closing:
-                break
-            if was_ready:
-                self._sink(Disconnected(reason, auth_failed=auth_failed))
-                self.backoff.reset()
-            elif reason != self._last_reason:
-                self._sink(Disconnected(reason, auth_failed=auth_failed))
-            delay = self.backoff.next_delay()
-            level = logging.DEBUG if reason == self._last_reason and not was_ready else logging.WARNING
-            self._last_reason = reason
-            log.log(level, "xiaozhi MQTT channel down: %s; reconnecting in %.1f s", reason, delay)
-            if auth_failed and refresh:
-                log.info("the broker refused our credentials: the OTA check runs again for fresh ones")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+        await self._reconnect.run(self._attempt, take_ready=self._take_ready)
+
+    async def _attempt(self) -> str:
+        refresh, self._refresh = self._refresh, False
+        await self._serve(await self._resolve(refresh))
+        return "closed"
+
+    def _take_ready(self) -> bool:
+        was_ready, self._ready = self._ready, False
+        return was_ready
+
+    def _on_down(self, down: Down) -> None:
+        if down.was_ready or down.news:
+            self._sink(Disconnected(down.reason, auth_failed=down.auth_failed))
+        if down.auth_failed and not self.settings.mqtt_endpoint:
+            self._refresh = True
+            log.info("the broker refused our credentials: the OTA check runs again for fresh ones")
 
     async def start_listening(self, mode: ListenMode) -> None:
         """Send `listen start` in `mode`, opening the audio channel first when it is closed."""
@@ -332,8 +310,7 @@ class XiaozhiMqttBackend:
 
     async def close(self) -> None:
         """Say goodbye if an audio channel is open, stop reconnecting and disconnect."""
-        self._closing = True
-        self._wake.set()
+        self._reconnect.stop()
         self._kick.set()
         await self._close_channel(send_goodbye=True)
 
@@ -398,7 +375,7 @@ class XiaozhiMqttBackend:
                     self._become_ready()
                     await self._watch(reader)
                 finally:
-                    if not self._closing and self.channel_open and not reader.done():
+                    if not self._reconnect.stopped and self.channel_open and not reader.done():
                         await self._close_channel(send_goodbye=True)
                     self._close_udp()
         except MqttConnectError as exc:
@@ -443,7 +420,7 @@ class XiaozhiMqttBackend:
     async def _watch(self, reader: asyncio.Task[None]) -> None:
         """Until the MQTT link dies: check the audio channel's liveness and planned reopenings."""
         loop = asyncio.get_running_loop()
-        while not self._closing:
+        while not self._reconnect.stopped:
             now = loop.time()
             deadline = self.session.next_deadline(now) if self.channel_open else now + WATCH_INTERVAL_S
             if self.session.reconnect_wanted:
@@ -753,7 +730,6 @@ class XiaozhiMqttBackend:
         if self._ready:
             return
         self._ready = True
-        self._last_reason = ""
         self._last_activity = time.monotonic()
         self._sink(Connected(self.session.session_id))
 

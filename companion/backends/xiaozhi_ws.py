@@ -24,7 +24,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ..config import AudioSettings, XiaozhiSettings
-from ..errors import ConfigError
 from ..events import (
     Connected,
     Disconnected,
@@ -50,6 +49,7 @@ from ..service import XIAOZHI_TOKEN, read_secret
 from . import ota
 from .backoff import Backoff
 from .identity import Identity
+from .reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
 from .tls import client_context, explain_verify_error, find_verify_error
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,6 @@ QINIU_PCM_PARAMS = {
     "frame_size": 320,
     "sample_format": "signed_int16",
 }
-
-
-class AuthFailed(Exception):
-    """The server refused our credentials."""
-
-
-class ChannelLost(Exception):
-    """The channel ended; the message is the reason for the log and the Disconnected event."""
 
 
 def handshake_headers(token: str, version: int, identity: Identity) -> dict[str, str]:
@@ -181,14 +173,19 @@ class XiaozhiWebsocketBackend:
         self._ws: ClientConnection | None = None
         self._endpoint: ota.WebsocketEndpoint | None = None
         self._ready = False
-        self._closing = False
-        self._wake = asyncio.Event()
+        self._refresh = False  # the next attempt runs the OTA check again (a refused token)
         self._init_id: int | None = None
         self._auth_failed = False
         self._planned_reconnect = False
         self._last_activity = 0.0
-        self._last_reason = ""
-        self._failures = 0
+        self._reconnect = ReconnectLoop(
+            "xiaozhi channel down",
+            self.backoff,
+            log=log,
+            describe=lambda exc: _describe(exc, settings.tls_ca),
+            on_down=self._on_down,
+            close_attempt=self._drop_socket,
+        )
 
     # ------------------------------------------------------------------ Backend interface
     @property
@@ -198,60 +195,26 @@ class XiaozhiWebsocketBackend:
 
     async def run(self) -> None:
         """Connect and serve the channel forever (until `close()`), reconnecting with backoff."""
-        refresh = False
-        while not self._closing:
-            auth_failed = False
-            try:
-                endpoint = await self._resolve(refresh)
-                refresh = False
-                reason = await self._serve(endpoint)
-            except asyncio.CancelledError:
-                await self._drop_socket()
-                raise
-            except AuthFailed as exc:
-                reason, auth_failed = str(exc), True
-                refresh = not self.settings.websocket_url
-            except ota.OtaError as exc:
-                reason = str(exc)
-            except ChannelLost as exc:
-                reason = str(exc)
-            except ConfigError:
-                raise
-            except Exception as exc:  # every failure is retried; the cause is logged
-                reason = _describe(exc, self.settings.tls_ca)
-            finally:
-                # Not ready from the moment the channel is lost, before the socket's close is awaited.
-                was_ready, self._ready = self._ready, False
-                await self._drop_socket()
-            if self._closing:
-                break
-            planned = self._planned_reconnect
-            self._planned_reconnect = False
-            if was_ready:
-                self._sink(Disconnected(reason, auth_failed=auth_failed))
-                if not planned:
-                    self.backoff.reset()
-            elif reason != self._last_reason:
-                self._sink(Disconnected(reason, auth_failed=auth_failed))
-            delay = 0.0 if planned else self.backoff.next_delay()
-            repeated = reason == self._last_reason and not was_ready
-            self._failures = self._failures + 1 if repeated else 1
-            if planned:
-                level = logging.INFO
-            elif repeated:  # the same cause again: a reminder every 10 attempts, else debug
-                level = logging.WARNING if self._failures % 10 == 0 else logging.DEBUG
-            else:
-                level = logging.WARNING
-            self._last_reason = reason
-            log.log(level, "xiaozhi channel down: %s; reconnecting in %.1f s%s", reason, delay,
-                    f" (attempt {self._failures})" if repeated else "")  # fmt: skip
-            if auth_failed and refresh:
-                log.info("authentication failed: the OTA check runs again for a fresh token")
-            if delay:
-                self._wake.clear()
-                if not self._closing:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
+        await self._reconnect.run(self._attempt, take_ready=self._take_ready, planned=self._take_planned)
+
+    async def _attempt(self) -> str:
+        refresh, self._refresh = self._refresh, False
+        return await self._serve(await self._resolve(refresh))
+
+    def _take_ready(self) -> bool:
+        was_ready, self._ready = self._ready, False
+        return was_ready
+
+    def _take_planned(self) -> bool:
+        planned, self._planned_reconnect = self._planned_reconnect, False
+        return planned
+
+    def _on_down(self, down: Down) -> None:
+        if down.was_ready or down.news:
+            self._sink(Disconnected(down.reason, auth_failed=down.auth_failed))
+        if down.auth_failed and not self.settings.websocket_url:
+            self._refresh = True
+            log.info("authentication failed: the OTA check runs again for a fresh token")
 
     async def start_listening(self, mode: ListenMode) -> None:
         """Send `listen start` in `mode`."""
@@ -296,8 +259,7 @@ class XiaozhiWebsocketBackend:
 
     async def close(self) -> None:
         """Stop reconnecting and close the channel."""
-        self._closing = True
-        self._wake.set()
+        self._reconnect.stop()
         await self._drop_socket()
 
     # ------------------------------------------------------------------ connecting
@@ -455,7 +417,6 @@ class XiaozhiWebsocketBackend:
             return
         self._ready = True
         self._last_activity = time.monotonic()
-        self._last_reason = ""
         log.debug("channel ready (%s)", why)
         self._sink(Connected(self.session.session_id))
 
