@@ -145,6 +145,19 @@ def test_server_hello_without_session_id_uses_empty_string() -> None:
     assert session.listen_start("auto") == '{"session_id":"","type":"listen","state":"start","mode":"auto"}'
 
 
+def test_a_transport_proof_of_life_moves_the_idle_deadline_but_never_back() -> None:
+    session = open_session(SessionConfig(idle_timeout_s=120.0))
+    assert session.next_deadline(1.0) == pytest.approx(120.1)
+    session.alive(100.0)  # a websocket pong at t=100
+    assert session.check(200.0) == [] and session.next_deadline(200.0) == pytest.approx(220.0)
+    session.alive(50.0)  # a late report of an older pong changes nothing
+    assert session.next_deadline(200.0) == pytest.approx(220.0)
+    (dead,) = session.check(220.0)
+    assert isinstance(dead, ChannelDead) and "nothing received for 120 s" in dead.reason
+    session.alive(221.0)  # a closed session is not revived
+    assert not session.is_open and session.check(400.0) == []
+
+
 def test_hello_with_wrong_transport_is_ignored_then_times_out(caplog: pytest.LogCaptureFixture) -> None:
     session = ClientSession()
     session.hello(100.0)

@@ -27,6 +27,7 @@ from companion.events import (
     ToolRequest,
     Transcript,
 )
+from tests.peers.tcp_blackhole import BlackholeProxy
 from tests.peers.xiaozhi_scripted import ScriptedServer
 from tests.xiaozhi_harness import IDENTITY, BackendHarness, fast_settings, opus_frames, speech_pcm
 
@@ -364,3 +365,29 @@ def test_garbage_frames_never_crash_the_backend_and_the_session_goes_on(
     h = asyncio.run(scenario())
     assert h.count(Connected) == 1 and h.count(Disconnected) == 0
     assert any(e.payload == sentinel_audio for e in h.of(SpeechAudio))
+
+
+# ---------------------------------------------------------------- liveness while idle
+
+
+async def test_an_idle_channel_whose_server_says_nothing_stays_up_past_the_idle_timeout() -> None:
+    """Real servers send nothing between turns: our own ping's pong proves the channel alive."""
+    async with EchoServer() as server:
+        settings = fast_settings(server.websocket_url, idle_timeout_s=1.0)
+        async with BackendHarness(settings) as h:
+            await h.wait_connected()
+            await asyncio.sleep(3.5)  # three and a half idle timeouts with no server message
+            assert h.count(Disconnected) == 0 and h.backend.connected
+            await h.manual_turn(SHORT)  # and it still works
+
+
+async def test_a_silently_dead_link_is_noticed_within_the_idle_timeout_and_reconnected() -> None:
+    async with EchoServer() as server, BlackholeProxy(server.port) as proxy:
+        url = server.websocket_url.replace(f":{server.port}/", f":{proxy.port}/")
+        async with BackendHarness(fast_settings(url, idle_timeout_s=1.0)) as h:
+            await h.wait_connected()
+            proxy.swallow()  # the far end is gone, and nothing says so
+            started = asyncio.get_running_loop().time()
+            await h.wait_count(Disconnected, 1, timeout=5)
+            assert asyncio.get_running_loop().time() - started < 2.5
+            assert "nothing received for 1 s" in h.of(Disconnected)[0].reason

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 _wire_log = logging.getLogger(f"{__name__}.websockets")
 _wire_log.setLevel(logging.INFO)
 
+IDLE_PROBE_S = 10.0  # a ping goes out this long before the idle deadline (at most half of it)
 PLANNED_RECONNECT_QUIET_S = 2.0  # after `notify config_updated`: reconnect once this long without a turn
 MAX_MESSAGE_BYTES = 1 << 20
 QINIU_PCM_PARAMS = {
@@ -321,11 +322,21 @@ class XiaozhiWebsocketBackend:
         self._auth_failed = False
         loop = asyncio.get_running_loop()
         hello_at: float | None = None
+        pongs: list[float] = []  # when our liveness pings were answered
+        probed_for = 0.0  # the idle deadline the last ping was sent for
         try:
             await ws.send(session.hello(loop.time()))
             while True:
                 now = loop.time()
                 deadline = session.next_deadline(now)
+                if session.is_open and deadline != float("inf"):
+                    # A server says nothing while idle: before the idle deadline, ask the socket itself.
+                    probe_at = deadline - min(IDLE_PROBE_S, session.config.idle_timeout_s / 2)
+                    if probed_for != deadline and now >= probe_at:
+                        probed_for = deadline
+                        await self._probe(ws, pongs)
+                    elif probed_for != deadline:
+                        deadline = probe_at
                 if hello_at is not None and not self._ready:
                     deadline = min(deadline, hello_at + self.settings.settle_ms / 1000)
                 if session.reconnect_wanted:
@@ -338,6 +349,9 @@ class XiaozhiWebsocketBackend:
                 except TimeoutError:
                     message = None
                 now = loop.time()
+                if pongs:
+                    session.alive(max(pongs))
+                    pongs.clear()
                 if message is None:
                     events: list[SessionEvent] = session.check(now)
                 elif isinstance(message, str):
@@ -369,6 +383,17 @@ class XiaozhiWebsocketBackend:
             raise ChannelLost(
                 "server closed the connection" + (f" (code {code})" if code else " without a close frame")
             ) from None
+
+    async def _probe(self, ws: ClientConnection, pongs: list[float]) -> None:
+        """Send a ping; its pong, when it comes, counts as hearing from the server."""
+        loop = asyncio.get_running_loop()
+
+        def answered(waiter: asyncio.Future[float]) -> None:
+            if not waiter.cancelled() and waiter.exception() is None:
+                pongs.append(loop.time())
+
+        with contextlib.suppress(ConnectionClosed):
+            asyncio.ensure_future(await ws.ping()).add_done_callback(answered)
 
     async def _drain(self, ws: ClientConnection, session: ClientSession, now: float) -> None:
         """Read what arrived before the close (e.g. the server's 认证失败 line); recv returns buffered

@@ -257,6 +257,12 @@ class ClientSession:
             return [ChannelDead(f"nothing received for {self.config.idle_timeout_s:g} s")]
         return []
 
+    def alive(self, now: float) -> None:
+        """The transport proved the server alive without a message (a websocket pong): an idle
+        channel whose server simply has nothing to say is not dead."""
+        if self.state is SessionState.OPEN:
+            self._last_received = max(self._last_received, now)
+
     def next_deadline(self, now: float) -> float:
         """The monotonic time at which `check` may next report something (inf when none)."""
         if self.state is SessionState.WAITING_HELLO:
