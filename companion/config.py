@@ -307,7 +307,7 @@ class LogSettings:
         choices=("auto", "journal", "text"),
     )
     wire: bool = setting(
-        False, "at debug level, also log every websocket/HTTP frame (large; secrets are still masked)"
+        False, "also log every websocket/MQTT frame, text up to 4 KiB each (large; secrets are still masked)"
     )
 
 

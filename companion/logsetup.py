@@ -29,8 +29,12 @@ SYSLOG_PRIORITY = {
     logging.INFO: 6,
     logging.DEBUG: 7,
 }
-# Chatty libraries: their debug output is every frame on the wire. Shown only with log.wire = true.
+# Chatty libraries: their debug output is every frame, headers included, shortened in the middle (which
+# can cut a secret in two, past the reach of redaction). They never log below INFO; `log.wire` shows
+# frames through `log_frame` instead, whole and masked.
 WIRE_LOGGERS = ("websockets", "httpx", "httpcore", "hpack", "aiomqtt", "paho", "asyncio")
+WIRE_LOG = logging.getLogger("companion.wire")
+WIRE_TEXT_LIMIT = 4096  # characters of one text frame shown; the rest is counted
 MIN_REGISTERED_SECRET = 5
 
 
@@ -215,8 +219,9 @@ def setup_logging(
     """Configure the root logger once (calling again, e.g. after SIGHUP, replaces our handler).
 
     `level`: debug/info/warning/error; `debug=True` forces debug with thread and line detail.
-    `fmt`: "auto" (journal under systemd, else text), "journal" or "text". `wire`: let websockets/httpx
-    log every frame at debug. `secrets`: values to mask literally. Returns the handler it installed.
+    `fmt`: "auto" (journal under systemd, else text), "journal" or "text". `wire`: log every
+    websocket/MQTT frame (`log_frame`), whatever the level. `secrets`: values to mask literally.
+    Returns the handler it installed.
     """
     global _handler, _journal_active
     if debug:
@@ -237,14 +242,29 @@ def setup_logging(
     _journal_active = journal
     root.setLevel(LEVELS[level])
     install_redaction(root)
-    quiet = logging.NOTSET if wire else max(LEVELS[level], logging.INFO)
+    quiet = max(LEVELS[level], logging.INFO)
     for name in WIRE_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
-    if not debug and not wire:
+    if not debug:
         logging.getLogger("httpx").setLevel(max(LEVELS[level], logging.WARNING))
+    WIRE_LOG.setLevel(logging.DEBUG if wire else logging.CRITICAL + 1)
     if excepthook:
         _install_excepthooks()
     return handler
+
+
+def log_frame(channel: str, direction: str, frame: str | bytes) -> None:
+    """One frame on the wire, shown only with `log.wire = true`: text masked first and then cut at
+    WIRE_TEXT_LIMIT (so no secret is ever half shown), binary as its size."""
+    if not WIRE_LOG.isEnabledFor(logging.DEBUG):
+        return
+    if isinstance(frame, bytes | bytearray | memoryview):
+        WIRE_LOG.debug("%s %s binary %d B", channel, direction, len(frame))
+        return
+    text = redact(frame)
+    if len(text) > WIRE_TEXT_LIMIT:
+        text = f"{text[:WIRE_TEXT_LIMIT]}… ({len(text) - WIRE_TEXT_LIMIT} more characters)"
+    WIRE_LOG.debug("%s %s %s", channel, direction, text)
 
 
 def install_redaction(logger: logging.Logger | None = None) -> None:

@@ -125,3 +125,8 @@ async def test_a_debug_log_of_a_full_turn_holds_no_secret(speech_wav: Path, tmp_
     )
     assert token not in log
     assert "MC-0123456789ABCDEF0123456789ABCDEF" not in log
+    # log.wire shows the frames themselves: the hello we sent, the server's JSON and its audio
+    sent = [line for line in daemon.lines if "xiaozhi -> " in line]
+    assert any('"type":"hello"' in line for line in sent), log[-3000:]
+    assert any("xiaozhi <- " in line and '"type":"tts"' in line for line in daemon.lines)
+    assert any("xiaozhi <- binary" in line for line in daemon.lines)

@@ -22,9 +22,11 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from companion.logsetup import (
     WIRE_LOGGERS,
+    WIRE_TEXT_LIMIT,
     RedactingFilter,
     forget_secrets,
     journal_wanted,
+    log_frame,
     redact,
     register_secret,
     setup_logging,
@@ -271,6 +273,7 @@ async def test_debug_log_of_a_real_session_contains_no_secret() -> None:
             await ws.send(json.dumps({"type": "hello", "version": 1, "transport": "websocket"}))
             hello = await asyncio.wait_for(ws.recv(), 5)
             log.debug("server hello: %s", hello)
+            log_frame("xiaozhi", "->", json.dumps({"type": "auth", "token": XIAOZHI_TOKEN}))
         try:
             raise PermissionError(f"auth failed for token {XIAOZHI_TOKEN} with key={MINDCRAFT_KEY}")
         except PermissionError:
@@ -282,8 +285,29 @@ async def test_debug_log_of_a_real_session_contains_no_secret() -> None:
     leaked = [s for s in SECRETS if s in out]
     assert leaked == [], "\n".join(line for line in out.splitlines() if any(s in line for s in SECRETS))
     # The log really did see the credentials (and masked them): this test can fail.
-    assert "Authorization: Bearer ***" in out
+    assert "Authorization" not in out  # libraries never log handshake headers, whatever log.wire says
+    assert 'xiaozhi -> {"type": "auth", "token": "***"}' in out
     assert "token=***" in out
     assert '"key": "***"' in out or '"key":"***"' in out
     assert "'password': '***'" in out
     assert all(line.startswith("<") for line in out.splitlines())
+
+
+def test_wire_frames_are_shown_whole_up_to_the_limit_and_masked_before_they_are_cut() -> None:
+    stream = capture(level="info", wire=True)
+    register_secret(MINDCRAFT_KEY)
+    # the key straddles the cut: a library that shortens first and masks after would show half of it
+    frame = "x" * (WIRE_TEXT_LIMIT - 10) + MINDCRAFT_KEY + "y" * 5000
+    log_frame("chat_bot_v3", "->", frame)
+    log_frame("chat_bot_v3", "<-", b"\x00" * 640)
+    out = stream.getvalue()
+    assert all(MINDCRAFT_KEY[i : i + 8] not in out for i in range(len(MINDCRAFT_KEY) - 8))
+    assert "more characters)" in out and "chat_bot_v3 <- binary 640 B" in out
+    (text_line,) = [line for line in out.splitlines() if "chat_bot_v3 ->" in line]
+    assert text_line.count("x") == WIRE_TEXT_LIMIT - 10  # nothing before the secret was cut
+
+
+def test_without_log_wire_no_frame_is_logged_even_at_debug() -> None:
+    stream = capture(level="debug", debug=True, wire=False)
+    log_frame("xiaozhi", "<-", '{"type":"tts","state":"start"}')
+    assert "tts" not in stream.getvalue()

@@ -49,6 +49,7 @@ from ..events import (
     TurnEnded,
     UplinkFormat,
 )
+from ..logsetup import log_frame
 from ..playout import Finished, Play, Sequencer, Skip
 from ..protocols.chatbot_v3 import (
     AgentParams,
@@ -622,7 +623,9 @@ class ChatbotV3Backend:
             with contextlib.suppress(ConnectionClosed):
                 # A server that refuses the key in the URL answers 2003 and closes at once: the send
                 # may fail, but the 2003 is still waiting to be read.
-                await ws.send(self._proto.auth(self.api_key))
+                auth = self._proto.auth(self.api_key)
+                log_frame("chat_bot_v3", "->", auth)
+                await ws.send(auth)
             deadline = loop.time() + self.settings.ready_timeout_s
             while not self._proto.authenticated:
                 try:
@@ -653,6 +656,7 @@ class ChatbotV3Backend:
         return "server closed the connection"
 
     def _receive(self, message: str | bytes, now: float) -> list[ProtocolEvent]:
+        log_frame("chat_bot_v3", "<-", message)
         if isinstance(message, str):
             return self._proto.receive_text(message, now)
         return self._proto.receive_binary(message, now)
@@ -734,6 +738,7 @@ class ChatbotV3Backend:
         ws = self._ws
         if ws is None:
             return False
+        log_frame("chat_bot_v3", "->", data)
         try:
             await ws.send(data)
         except ConnectionClosed:

@@ -47,6 +47,7 @@ from ..events import (
     TurnEnded,
     UplinkFormat,
 )
+from ..logsetup import log_frame
 from ..protocols.xiaozhi import messages
 from ..protocols.xiaozhi.messages import AudioParams
 from ..protocols.xiaozhi.session import (
@@ -403,6 +404,7 @@ class XiaozhiMqttBackend:
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             payload = message.payload
+            log_frame("mqtt", "<-", payload if isinstance(payload, str) else bytes(payload or b""))
             if isinstance(payload, bytes | bytearray):
                 try:
                     text = bytes(payload).decode("utf-8")
@@ -717,6 +719,7 @@ class XiaozhiMqttBackend:
             if required:
                 raise ChannelLost("not connected to the MQTT broker")
             return False
+        log_frame("mqtt", "->", text)
         try:
             await client.publish(self._topic, text.encode("utf-8"), qos=0)
         except aiomqtt.MqttError as exc:

@@ -34,7 +34,7 @@ from ..events import (
     ToolRequest,
     UplinkFormat,
 )
-from ..logsetup import register_secret
+from ..logsetup import log_frame, register_secret
 from ..protocols.xiaozhi.messages import AudioParams
 from ..protocols.xiaozhi.session import (
     ChannelDead,
@@ -325,7 +325,7 @@ class XiaozhiWebsocketBackend:
         pongs: list[float] = []  # when our liveness pings were answered
         probed_for = 0.0  # the idle deadline the last ping was sent for
         try:
-            await ws.send(session.hello(loop.time()))
+            await self._send(session.hello(loop.time()))
             while True:
                 now = loop.time()
                 deadline = session.next_deadline(now)
@@ -346,6 +346,7 @@ class XiaozhiWebsocketBackend:
                     # arrives as a message does, and SIGTERM would then hang on the next recv.
                     async with asyncio.timeout(max(0.0, deadline - now)):
                         message = await ws.recv()
+                    log_frame("xiaozhi", "<-", message)
                 except TimeoutError:
                     message = None
                 now = loop.time()
@@ -463,6 +464,7 @@ class XiaozhiWebsocketBackend:
         ws = self._ws
         if ws is None:
             return False
+        log_frame("xiaozhi", "->", data)
         try:
             await ws.send(data)
         except ConnectionClosed:
