@@ -40,8 +40,11 @@ async def test_the_boards_microphone_drives_a_turn_and_its_leds_follow(
         try:
             await emulator.wait_for(lambda v: v.host_state == "idle", 20)
             await emulator.wait_for(lambda v: v.host_state == "listening", 20)
-            speaking = await emulator.wait_for(lambda v: v.host_state == "speaking", 20)
-            assert speaking.emotion != "neutral" or "emotion" in daemon.output()
+            # state and emotion are two messages in one write: wait for the board to show both
+            speaking = await emulator.wait_for(
+                lambda v: v.host_state == "speaking" and v.emotion != "neutral", 20
+            )
+            assert speaking.emotion == "happy"  # the echo server's emotion for every reply
             assert await daemon.wait(30) == 0, daemon.output()
         finally:
             await daemon.stop()
