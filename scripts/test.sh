@@ -36,7 +36,9 @@ fi
 python=${PYTHON:-python3}
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
-"$venv/bin/pip" install -q -e "$here[test]"
+# An editable install, so that the tests' `python -m companion` runs this tree; setuptools' warning about
+# editable installs (a package folder beside the project file) says nothing we do not mean.
+PYTHONWARNINGS="ignore:Editable installation" "$venv/bin/pip" install -q -e "$here[test]"
 
 "$venv/bin/ruff" check companion firmware_bridge tests bench
 "$venv/bin/mypy" companion firmware_bridge
