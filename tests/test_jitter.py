@@ -94,3 +94,44 @@ def test_latency_is_measured_from_push_to_hand_off() -> None:
     buf.pull(np.zeros(240, dtype=np.int16))
     assert buf.latency_count == 1
     assert abs(buf.latencies[0] - 0.025) < 1e-9
+
+
+def test_a_flush_from_the_loop_while_the_audio_thread_pulls_never_breaks_the_reader() -> None:
+    """flush() runs on the event loop while the PortAudio thread measures latency from the same marks;
+    an exception in the callback would abort the stream and leave later replies on a dead one."""
+    import sys
+    import threading
+    import time
+
+    buffer = JitterBuffer(capacity=48000, prebuffer=0, latency_slots=8192)
+    buffer.rate = 24000
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def audio_thread() -> None:
+        out = np.zeros(4800, dtype=np.int16)  # a large block: many marks measured per pull
+        try:
+            while not stop.is_set():
+                buffer.pull(out)
+        except BaseException as exc:  # what PortAudio's callback would die of
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the two threads as finely as the interpreter allows
+    reader = threading.Thread(target=audio_thread)
+    reader.start()
+    try:
+        chunk = np.ones(2, dtype=np.int16)  # tiny pushes: one mark each
+        deadline = time.monotonic() + 4.0
+        i = 0
+        while time.monotonic() < deadline and not errors:
+            buffer.push(chunk)
+            if i % 500 == 0:
+                buffer.flush()
+            i += 1
+    finally:
+        stop.set()
+        reader.join()
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert buffer.latency_count > 0  # the reader really was measuring all along

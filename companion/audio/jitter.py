@@ -2,7 +2,8 @@
 
 The event loop pushes decoded audio; the PortAudio callback (or a paced file writer) pulls fixed blocks.
 Neither side blocks or allocates per call: positions are plain integers that only their owner writes,
-and a flush is a request that the reader applies at its next pull.
+and a flush is a request that the reader applies at its next pull. The latency marks are a deque the
+producer only appends to and the reader only pops from (both atomic in CPython).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class JitterBuffer:
         """Drop everything not yet played (barge-in); takes effect at the reader's next pull."""
         self._flush_to = self._written
         self._eos_at = self._written
-        self._marks.clear()
+        # The marks are not cleared here: the audio thread is reading them. Marks of flushed audio lie
+        # before the reader's next position, and `_note_latency` discards those without measuring.
 
     def buffered(self) -> int:
         """Samples waiting to be played."""
