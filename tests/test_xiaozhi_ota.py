@@ -255,6 +255,29 @@ async def test_a_self_signed_server_is_refused_with_a_clear_message(
     assert not h.backend.connected
 
 
+@pytest.mark.parametrize(
+    ("cert_options", "expected", "not_expected"),
+    [
+        ({"expired": True}, "check this device's clock", "did not sign it"),
+        ({"names": ("speaker.example",)}, "the certificate is for another name", "did not sign it"),
+    ],
+    ids=["expired", "wrong-name"],
+)
+async def test_a_refused_certificate_is_explained_by_its_cause_not_blamed_on_the_ca(
+    tmp_path: Path, cert_options: dict[str, object], expected: str, not_expected: str
+) -> None:
+    ca, cert, key = make_ca_and_server_cert(tmp_path, **cert_options)  # type: ignore[arg-type]
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    async with EchoServer(ota=True, ssl_context=context) as server:
+        with pytest.raises(ota.OtaError) as refused:
+            await ota.check(XiaozhiSettings(ota_url=server.ota_url, tls_ca=str(ca)), IDENTITY)
+        async with BackendHarness(fast_settings(server.websocket_url, tls_ca=str(ca))) as h:
+            await h.wait_for(lambda: h.count(Disconnected) > 0, 5)
+    for reason in (str(refused.value), h.of(Disconnected)[0].reason):
+        assert expected in reason and not_expected not in reason, reason
+
+
 def test_a_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"xiaozhi\.tls_ca"):
         BackendHarness(fast_settings("wss://127.0.0.1:1/", tls_ca=str(tmp_path / "nope.pem")))

@@ -391,3 +391,27 @@ async def test_a_silently_dead_link_is_noticed_within_the_idle_timeout_and_recon
             await h.wait_count(Disconnected, 1, timeout=5)
             assert asyncio.get_running_loop().time() - started < 2.5
             assert "nothing received for 1 s" in h.of(Disconnected)[0].reason
+
+
+async def test_a_message_over_the_size_limit_is_named_as_the_reason_the_channel_closed() -> None:
+    huge = json.dumps({"type": "llm", "text": "x" * (1 << 21)})  # 2 MiB, over the 1 MiB we accept
+    async with ScriptedServer([huge]) as server, BackendHarness(fast_settings(server.url, settle_ms=0)) as h:
+        await h.wait_count(Disconnected, 1)
+    reason = h.of(Disconnected)[0].reason
+    assert "larger than we accept (1024 KiB)" in reason, reason
+    assert "without a close frame" not in reason
+
+
+def test_close_reasons_say_who_closed_and_why() -> None:
+    from websockets.exceptions import ConnectionClosedError
+    from websockets.frames import Close
+
+    from companion.backends.websocket_errors import close_reason
+
+    limit = 1 << 20
+    assert close_reason(ConnectionClosedError(Close(1001, "going away"), None), limit) == (
+        "server closed the connection (code 1001: going away)"
+    )
+    ping = close_reason(ConnectionClosedError(None, Close(1011, "keepalive ping timeout")), limit)
+    assert "stopped answering pings" in ping
+    assert "without a close frame" in close_reason(ConnectionClosedError(None, None), limit)

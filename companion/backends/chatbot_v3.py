@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ..audio.mp3 import Mp3Error, Mp3Limits, stream_decode
 from ..config import ChatbotV3Settings
@@ -73,6 +73,7 @@ from .backoff import Backoff
 from .mindcraft_sessions import MindcraftRest, remember_session, remembered_session, resolve_api_key
 from .reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
 from .tls import client_context, find_verify_error
+from .websocket_errors import close_reason, upgrade_failure
 
 log = logging.getLogger(__name__)
 
@@ -610,13 +611,8 @@ class ChatbotV3Backend:
                 ping_timeout=20,
                 close_timeout=2,
             )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise AuthFailed(f"Mindcraft refused the API key (HTTP {status} on {shown})") from None
-            raise ChannelLost(f"{shown} refused the websocket upgrade (HTTP {status})") from None
         except InvalidHandshake as exc:
-            raise ChannelLost(f"{shown}: websocket handshake failed ({exc})") from None
+            raise upgrade_failure(exc, shown, "the Mindcraft API key") from None
         self._ws = ws
         self._proto = ClientProtocol(params)
         try:
@@ -649,10 +645,7 @@ class ChatbotV3Backend:
                 if self._proto.settled:
                     self._settled.set()
         except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else None
-            raise ChannelLost(
-                "server closed the connection" + (f" (code {code})" if code else " without a close frame")
-            ) from None
+            raise ChannelLost(close_reason(exc, MAX_MESSAGE_BYTES)) from None
         return "server closed the connection"
 
     def _receive(self, message: str | bytes, now: float) -> list[ProtocolEvent]:

@@ -38,12 +38,26 @@ def find_verify_error(exc: BaseException | None) -> ssl.SSLCertVerificationError
     return None
 
 
-def explain_verify_error(url: str, exc: ssl.SSLCertVerificationError, ca_file: str = "") -> str:
-    """One line saying why the server's certificate was refused and what to do."""
+# OpenSSL verify codes whose cause is not the CA: the clock, or the name in the URL.
+_CLOCK_CODES = {9, 10}  # certificate not yet valid / expired
+_NAME_CODES = {62, 64}  # host name / IP address mismatch
+
+
+def explain_verify_error(
+    url: str, exc: ssl.SSLCertVerificationError, ca_file: str = "", *, setting: str = "xiaozhi.tls_ca"
+) -> str:
+    """One line saying why the server's certificate was refused and what to do about that cause."""
     reason = exc.verify_message or exc.reason or str(exc)
-    hint = (
-        f"the CA in xiaozhi.tls_ca ({ca_file}) did not sign it"
-        if ca_file
-        else "if this is your own server, set xiaozhi.tls_ca to the PEM file of the CA that signed it"
-    )
+    code = exc.verify_code
+    if code in _CLOCK_CODES:
+        hint = (
+            "check this device's clock (a Pi without network time or a clock battery starts in the past), "
+            "then the server's certificate dates"
+        )
+    elif code in _NAME_CODES:
+        hint = "the certificate is for another name: put the name or address it was issued for in the URL"
+    elif ca_file:
+        hint = f"the CA in {setting} ({ca_file}) did not sign it"
+    else:
+        hint = f"if this is your own server, set {setting} to the PEM file of the CA that signed it"
     return f"TLS certificate of {url} refused ({reason}); {hint}"

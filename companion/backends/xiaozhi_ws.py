@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ..config import AudioSettings, XiaozhiSettings
 from ..events import (
@@ -51,6 +51,7 @@ from .backoff import Backoff
 from .identity import Identity
 from .reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
 from .tls import client_context, explain_verify_error, find_verify_error
+from .websocket_errors import close_reason, upgrade_failure
 
 log = logging.getLogger(__name__)
 # websockets logs handshake headers at DEBUG, Authorization included: its logger never goes below INFO.
@@ -308,13 +309,8 @@ class XiaozhiWebsocketBackend:
                 close_timeout=2,
                 logger=_wire_log,
             )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise AuthFailed(f"{endpoint.url} refused our credentials (HTTP {status})") from None
-            raise ChannelLost(f"{endpoint.url} refused the websocket upgrade (HTTP {status})") from None
         except InvalidHandshake as exc:
-            raise ChannelLost(f"{endpoint.url}: websocket handshake failed ({exc})") from None
+            raise upgrade_failure(exc, endpoint.url) from None
         self._ws = ws
         session = ClientSession(session_config(self.settings, self.audio, version))
         self.session = session
@@ -380,10 +376,7 @@ class XiaozhiWebsocketBackend:
             await self._drain(ws, session, loop.time())
             if self._auth_failed:
                 raise AuthFailed(f"{endpoint.url} refused our credentials (认证失败)") from None
-            code = exc.rcvd.code if exc.rcvd is not None else None
-            raise ChannelLost(
-                "server closed the connection" + (f" (code {code})" if code else " without a close frame")
-            ) from None
+            raise ChannelLost(close_reason(exc, MAX_MESSAGE_BYTES)) from None
 
     async def _probe(self, ws: ClientConnection, pongs: list[float]) -> None:
         """Send a ping; its pong, when it comes, counts as hearing from the server."""

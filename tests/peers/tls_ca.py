@@ -16,10 +16,19 @@ def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate for 127.0.0.1/localhost signed by it: (ca.pem, cert.pem, key.pem)."""
+def make_ca_and_server_cert(
+    directory: Path, *, expired: bool = False, names: tuple[str, ...] = ()
+) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate for 127.0.0.1/localhost (or for `names`) signed by it, expired a day ago
+    when `expired`: (ca.pem, cert.pem, key.pem)."""
     now = datetime.datetime.now(datetime.UTC)
     valid = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+    leaf_valid = (now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)) if expired else valid
+    alt_names: list[x509.GeneralName] = (
+        [x509.DNSName(n) for n in names]
+        if names
+        else [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    )
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
         x509.CertificateBuilder()
@@ -43,14 +52,9 @@ def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(valid[0])
-        .not_valid_after(valid[1])
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
+        .not_valid_before(leaf_valid[0])
+        .not_valid_after(leaf_valid[1])
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
