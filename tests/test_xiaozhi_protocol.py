@@ -488,3 +488,46 @@ def test_garbage_never_raises_and_the_session_still_works(
 def test_audio_params_parse_leniently() -> None:
     params = messages.AudioParams.from_json({"format": 5, "sample_rate": True, "frame_duration": -20})
     assert (params.format, params.sample_rate, params.frame_duration) == ("opus", 24000, 60)
+
+
+# ---------------------------------------------------------------- hostile servers
+
+
+def test_a_second_hello_with_absurd_audio_params_cannot_size_our_decoder(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`sample_rate: 1` would make every 2 KB PCM frame resample to tens of megabytes."""
+    session = open_session()
+    absurd = json.dumps({
+        "type": "hello", "transport": "websocket", "session_id": "s1",
+        "audio_params": {"format": "pcm", "sample_rate": 1, "channels": 64, "frame_duration": 100000},
+    })  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        session.receive_text(absurd, 1.0)
+        session.receive_text(absurd, 1.1)
+    assert (session.downlink.format, session.downlink.sample_rate) == ("pcm", 24000)
+    assert (session.downlink.channels, session.downlink.frame_duration) == (1, 60)
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and "sample_rate 1" in refusals[0] and "channels 64" in refusals[0]
+    session.receive_text(tts("start"), 1.2)
+    (audio,) = session.receive_binary(b"\x00\x01" * 1024, 1.3)
+    assert isinstance(audio, SpeechAudio) and audio.sample_rate == 24000
+
+
+def test_every_real_audio_rate_is_taken_as_announced() -> None:
+    for rate in (8000, 16000, 24000, 44100, 48000):
+        params = messages.AudioParams.from_json({"format": "opus", "sample_rate": rate, "frame_duration": 20})
+        assert (params.sample_rate, params.frame_duration) == (rate, 20)
+
+
+def test_unknown_message_types_cannot_grow_memory_or_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    session = open_session()
+    with caplog.at_level(logging.DEBUG):
+        for i in range(300):
+            kind = f"{i:04d}" + "k" * 900_000  # 300 distinct 900 KB type names
+            session.receive_text(json.dumps({"type": kind, "session_id": "s1"}), 1.0)
+    logged = sum(len(r.getMessage()) for r in caplog.records)
+    assert logged < 300 * 500  # each line cut to a few hundred characters
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert 1 <= len(warnings) <= 64  # a bounded number of kinds is remembered, the rest go to debug
+    assert session.stats["unknown"] == 300

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .oncelog import OnceLog
+
 log = logging.getLogger(__name__)
 
 AGENT_NAME = "chat_bot_v3"
@@ -247,7 +249,7 @@ class ClientProtocol:
         self._stale_stop_expected = False
         self._cancel_acknowledged = True
         self._last_asr = ""
-        self._noted: set[str] = set()
+        self._oddities = OnceLog(log)
 
     # ------------------------------------------------------------------ requests
     @property
@@ -468,8 +470,4 @@ class ClientProtocol:
 
     def _note(self, kind: str, message: str) -> None:
         """Log a kind of oddity once at warning level, then at debug level."""
-        if kind in self._noted:
-            log.debug("%s", message)
-            return
-        self._noted.add(kind)
-        log.warning("%s", message)
+        self._oddities.note(kind, message)

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ..oncelog import OnceLog
+
 log = logging.getLogger(__name__)
 
 JSONRPC = "2.0"
@@ -212,7 +214,7 @@ class McpServer:
         self.page_bytes = page_bytes
         self.vision: dict[str, str] | None = None  # capabilities.vision from initialize, if any
         self._entries = {n: _dumps(t.to_json()) for n, t in self.tools.items()}
-        self._logged: set[str] = set()
+        self._oddities = OnceLog(log)
 
     # ------------------------------------------------------------------ requests
     def receive(self, payload: Any) -> McpOutcome:
@@ -334,8 +336,4 @@ class McpServer:
         return {"jsonrpc": JSONRPC, "id": ident, "result": result}
 
     def _ignore(self, kind: str, message: str) -> None:
-        if kind in self._logged:
-            log.debug("%s", message)
-        else:
-            self._logged.add(kind)
-            log.warning("%s", message)
+        self._oddities.note(kind, message)

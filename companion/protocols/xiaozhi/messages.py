@@ -14,6 +14,9 @@ from typing import Any
 LISTEN_MODES = ("auto", "manual", "realtime")
 DEFAULT_DOWNLINK_RATE = 24000
 DEFAULT_FRAME_MS = 60
+AUDIO_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
+MAX_CHANNELS = 2
+MIN_FRAME_MS, MAX_FRAME_MS = 5, 120
 
 
 class MessageError(ValueError):
@@ -42,20 +45,31 @@ class AudioParams:
         return out
 
     @classmethod
-    def from_json(cls, value: Any, default_rate: int = DEFAULT_DOWNLINK_RATE) -> AudioParams:
-        """Parse leniently: missing or mistyped fields take the firmware's defaults (24000/60)."""
+    def from_json(
+        cls, value: Any, default_rate: int = DEFAULT_DOWNLINK_RATE, problems: list[str] | None = None
+    ) -> AudioParams:
+        """Parse leniently: missing, mistyped or out-of-range fields take the firmware's defaults
+        (24000/60). A server's numbers size our decoder and resampler, so only real audio rates, 1-2
+        channels and 5-120 ms frames are taken; what was refused is added to `problems`."""
         if not isinstance(value, dict):
             return cls("opus", default_rate, 1, DEFAULT_FRAME_MS)
         fmt = value.get("format")
-        rate = value.get("sample_rate")
-        channels = value.get("channels")
-        frame = value.get("frame_duration")
-        return cls(
-            fmt if isinstance(fmt, str) and fmt else "opus",
-            _positive_int(rate, default_rate),
-            _positive_int(channels, 1),
-            _positive_int(frame, DEFAULT_FRAME_MS),
-        )
+        rate = _positive_int(value.get("sample_rate"), default_rate)
+        channels = _positive_int(value.get("channels"), 1)
+        frame = _positive_int(value.get("frame_duration"), DEFAULT_FRAME_MS)
+        refused = []
+        if rate not in AUDIO_RATES:
+            refused.append(f"sample_rate {str(value.get('sample_rate'))[:20]}")
+            rate = default_rate
+        if channels > MAX_CHANNELS:
+            refused.append(f"channels {channels}")
+            channels = 1
+        if not MIN_FRAME_MS <= frame <= MAX_FRAME_MS:
+            refused.append(f"frame_duration {frame}")
+            frame = DEFAULT_FRAME_MS
+        if problems is not None:
+            problems.extend(refused)
+        return cls(fmt if isinstance(fmt, str) and fmt else "opus", rate, channels, frame)
 
 
 def _positive_int(value: Any, default: int) -> int:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from ...events import (
     Transcript,
     TurnEnded,
 )
+from ..oncelog import OnceLog
 from . import framing, messages
 from .messages import AudioParams, MessageError
 
@@ -148,7 +150,22 @@ class ClientSession:
         self._heard = False  # an `stt` arrived and no `tts start`/`tts stop` answered it yet
         self._aborted_while_speaking = False
         self._reconnect_wanted = False
-        self._logged: set[str] = set()
+        self._oddities = OnceLog(log)
+        # Message type → handler, spelled out: the server names the type, so it must not pick a method.
+        self._handlers: dict[str, Callable[[dict[str, Any]], list[SessionEvent]]] = {
+            "hello": self._on_hello,
+            "stt": self._on_stt,
+            "llm": self._on_llm,
+            "tts": self._on_tts,
+            "mcp": self._on_mcp,
+            "system": self._on_system,
+            "alert": self._on_alert,
+            "notify": self._on_notify,
+            "goodbye": self._on_goodbye,
+            "pong": self._on_pong,
+            "server": self._on_server,
+            "error": self._on_error,
+        }
 
     # ------------------------------------------------------------------ properties
     @property
@@ -320,9 +337,9 @@ class ClientSession:
         if self.state is not SessionState.OPEN and kind not in ("hello", "mcp", "alert", "goodbye"):
             self._skip("before_hello", f"{kind!r} message before the server hello skipped")
             return []
-        handler = getattr(self, f"_on_{kind}", None)
+        handler = self._handlers.get(kind)
         if handler is None:
-            self._skip(f"unknown:{kind}", f"server message of unknown type {kind!r} ignored")
+            self._skip(f"unknown:{kind[:40]}", f"server message of unknown type {kind!r} ignored")
             return []
         events: list[SessionEvent] = handler(msg)
         return events
@@ -338,7 +355,12 @@ class ClientSession:
             return []
         sid = msg.get("session_id")
         self.session_id = sid if isinstance(sid, str) else ""
-        self.downlink = AudioParams.from_json(msg.get("audio_params"))
+        refused: list[str] = []
+        self.downlink = AudioParams.from_json(msg.get("audio_params"), problems=refused)
+        if refused:
+            self._skip(
+                "audio_params", f"server audio_params {', '.join(refused)} refused; using {self.downlink}"
+            )
         udp = msg.get("udp")
         reopened = self.state is SessionState.OPEN
         self.state = SessionState.OPEN
@@ -447,11 +469,7 @@ class ClientSession:
         self._note(kind, message, logging.WARNING)
 
     def _note(self, kind: str, message: str, level: int) -> None:
-        if kind in self._logged:
-            log.debug("%s", message)
-            return
-        self._logged.add(kind)
-        log.log(level, "%s", message)
+        self._oddities.note(kind, message, level)
 
 
 def _text(msg: dict[str, Any], key: str) -> str:

@@ -23,6 +23,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from ..oncelog import OnceLog
+
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct(">BBHIII")  # type, flags, payload_len, ssrc, timestamp, sequence
@@ -121,7 +123,7 @@ class UdpAudioChannel:
         self.local_sequence = 0
         self.remote_sequence = 0
         self.stats: Counter[str] = Counter()
-        self._logged: set[str] = set()
+        self._oddities = OnceLog(log)
 
     @classmethod
     def from_params(cls, params: UdpParams) -> UdpAudioChannel:
@@ -189,8 +191,4 @@ class UdpAudioChannel:
         self._note(kind, message, level)
 
     def _note(self, kind: str, message: str, level: int) -> None:
-        if kind in self._logged:
-            log.debug("%s", message)
-            return
-        self._logged.add(kind)
-        log.log(level, "%s", message)
+        self._oddities.note(kind, message, level)
