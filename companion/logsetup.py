@@ -32,7 +32,18 @@ SYSLOG_PRIORITY = {
 # Chatty libraries: their debug output is every frame, headers included, shortened in the middle (which
 # can cut a secret in two, past the reach of redaction). They never log below INFO; `log.wire` shows
 # frames through `log_frame` instead, whole and masked.
-WIRE_LOGGERS = ("websockets", "httpx", "httpcore", "hpack", "aiomqtt", "paho", "asyncio")
+# serial_asyncio_fast logs a traceback at DEBUG each time an unplugged port fails to close: an
+# ordinary disconnect, which the bridge link reports in one line.
+WIRE_LOGGERS = (
+    "websockets",
+    "httpx",
+    "httpcore",
+    "hpack",
+    "aiomqtt",
+    "paho",
+    "asyncio",
+    "serial_asyncio_fast",
+)
 WIRE_LOG = logging.getLogger("companion.wire")
 WIRE_TEXT_LIMIT = 4096  # characters of one text frame shown; the rest is counted
 MIN_REGISTERED_SECRET = 5

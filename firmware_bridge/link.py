@@ -24,6 +24,9 @@ from firmware_bridge import protocol
 from firmware_bridge.ports import PortFinder
 
 log = logging.getLogger(__name__)
+# The serial library logs a traceback at DEBUG whenever an unplugged port fails to close; for this link
+# that is an ordinary disconnect, reported once as "bridge: lost …".
+logging.getLogger("serial_asyncio_fast").setLevel(logging.INFO)
 
 HELLO_RETRY_S = 0.25
 HEARTBEAT_S = 1.0

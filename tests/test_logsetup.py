@@ -311,3 +311,10 @@ def test_without_log_wire_no_frame_is_logged_even_at_debug() -> None:
     stream = capture(level="debug", debug=True, wire=False)
     log_frame("xiaozhi", "<-", '{"type":"tts","state":"start"}')
     assert "tts" not in stream.getvalue()
+
+
+def test_even_at_debug_no_library_logs_frames_or_its_unplug_tracebacks() -> None:
+    capture(level="debug", debug=True, wire=True)
+    for name in ("websockets", "aiomqtt", "serial_asyncio_fast"):
+        assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
+    assert logging.getLogger("companion.wire").isEnabledFor(logging.DEBUG)
