@@ -13,7 +13,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -362,6 +362,22 @@ class MetricsExporter:
             registry=self.registry,
         )
 
+    def watch_drops(self, read: Callable[[], Mapping[str, int]]) -> None:
+        """Export `read()`'s running totals as `companion_audio_dropped_total{where=…}`, read at each
+        scrape (capture overflows, device underflows, uplink queue drops …): lost audio is visible."""
+        from prometheus_client.core import CounterMetricFamily
+
+        class DropCollector:
+            def collect(self) -> Iterator[CounterMetricFamily]:
+                family = CounterMetricFamily(
+                    "companion_audio_dropped", "Audio blocks or packets lost, by where", labels=["where"]
+                )
+                for where, count in sorted(read().items()):
+                    family.add_metric([where], count)
+                yield family
+
+        self.registry.register(DropCollector())
+
     def start(self) -> None:
         """Start serving (a daemon thread); raises OSError when the port is taken."""
         from prometheus_client import start_http_server
@@ -437,7 +453,8 @@ class Telemetry:
 def build_telemetry(settings: Any, state_directory: Path) -> Telemetry:
     """A Telemetry from `[telemetry]` settings; the metrics server is started when a port is set.
 
-    Raises OSError when the metrics port cannot be bound (the caller reports it).
+    A metrics port that cannot be bound is logged and leaves the turn records on. Raises OSError when
+    the records' file cannot be created (the caller reports it).
     """
     writer = None
     if settings.enabled:
@@ -445,5 +462,12 @@ def build_telemetry(settings: Any, state_directory: Path) -> Telemetry:
     exporter = None
     if settings.prometheus_port:
         exporter = MetricsExporter(settings.prometheus_port)
-        exporter.start()
+        try:
+            exporter.start()
+        except OSError as exc:  # the turn records do not depend on the metrics port
+            log.error(
+                "metrics are off: cannot serve on 127.0.0.1:%d (%s); the turn records go on",
+                settings.prometheus_port, exc.strerror or exc,
+            )  # fmt: skip
+            exporter = None
     return Telemetry(writer, exporter, label=settings.label, record_text=settings.record_text)

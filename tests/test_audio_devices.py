@@ -118,3 +118,20 @@ def test_a_machine_with_no_devices_is_told_its_next_step() -> None:
     message = _describe([])
     assert message.startswith("there are no devices")
     assert "`companion demo` needs no sound card" in message and "`companion devices`" in message
+
+
+async def test_portaudio_overflow_and_underflow_flags_are_counted(pulse: PulseServer) -> None:
+    """What the device itself lost (PortAudio's status flags) is counted, not only our own drops."""
+    import sounddevice as sd
+
+    capture = DeviceCapture("default")
+    speaker = DeviceSpeaker("default", 24000, 120)
+    block = np.zeros((480, 1), dtype=np.int16)
+    capture._callback(block, 480, None, sd.CallbackFlags())
+    capture._callback(block, 480, None, sd.CallbackFlags(sd._lib.paInputOverflow))
+    speaker._callback(
+        np.zeros((480, 1), dtype=np.int16), 480, None, sd.CallbackFlags(sd._lib.paOutputUnderflow)
+    )
+    assert (capture.device_overflows, speaker.device_underflows) == (1, 1)
+    await capture.close()
+    await speaker.close()

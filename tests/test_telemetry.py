@@ -253,6 +253,30 @@ def test_metrics_are_served_on_loopback_with_counters_and_histograms() -> None:
     assert value("companion_stage_latency_seconds_count", stage="reply") == 2
 
 
+def test_dropped_audio_is_exported_as_running_totals_read_at_each_scrape() -> None:
+    drops = {"capture_device": 0, "uplink_queue": 0}
+    exporter = MetricsExporter(0)
+    exporter.watch_drops(lambda: drops)
+    exporter.start()
+
+    def scrape() -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5).text
+        return {
+            sample.labels["where"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "companion_audio_dropped_total"
+        }
+
+    try:
+        assert scrape() == {"capture_device": 0, "uplink_queue": 0}
+        drops["capture_device"] = 3
+        drops["uplink_queue"] = 12
+        assert scrape() == {"capture_device": 3, "uplink_queue": 12}
+    finally:
+        exporter.close()
+
+
 def test_metrics_are_off_by_default_and_records_go_to_the_state_directory(tmp_path: Path) -> None:
     defaults = settings_from_mapping({}).telemetry
     assert defaults.prometheus_port == 0
@@ -263,6 +287,22 @@ def test_metrics_are_off_by_default_and_records_go_to_the_state_directory(tmp_pa
     off = build_telemetry(TelemetrySettings(enabled=False), tmp_path / "nowhere")
     off.record(record())
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_busy_metrics_port_turns_off_only_the_metrics_not_the_turn_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        telemetry = build_telemetry(TelemetrySettings(prometheus_port=port), tmp_path)
+    assert telemetry.exporter is None
+    assert any("metrics are off" in r.getMessage() and str(port) in r.getMessage() for r in caplog.records)
+    telemetry.record(record())
+    assert read_turns(tmp_path / "turns.jsonl").records == [record()]
 
 
 def test_label_and_text_settings_apply_to_every_record(tmp_path: Path) -> None:

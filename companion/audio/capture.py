@@ -51,7 +51,8 @@ class DeviceCapture:
         self._ring = np.zeros((int(self.rate * ring_seconds) // block * block, self.channels), dtype=np.int16)
         self._written = 0  # callback thread
         self._read = 0  # loop
-        self.overflows = 0
+        self.overflows = 0  # blocks dropped because the loop fell a whole ring behind
+        self.device_overflows = 0  # callbacks PortAudio flagged: the device dropped input before us
         self._resampler = MonoResampler(self.rate, RATE)
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -69,6 +70,8 @@ class DeviceCapture:
             return int(self._device.default_samplerate)
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status and status.input_overflow:
+            self.device_overflows += 1
         ring = self._ring
         start = self._written % len(ring)
         first = min(frames, len(ring) - start)

@@ -146,6 +146,7 @@ class DeviceSpeaker(_SinkBase):
         super().__init__(rate, out_rate, prebuffer_ms)
         self._stream: Any = None
         self._block = out_rate * BLOCK_MS // 1000
+        self.device_underflows = 0  # callbacks PortAudio flagged: the device ran dry (a click)
 
     def _pick_rate(self, rate: int) -> int:
         try:
@@ -177,6 +178,8 @@ class DeviceSpeaker(_SinkBase):
         self.active = True
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status and status.output_underflow:
+            self.device_underflows += 1
         self.last_callback = time.monotonic()
         self.buffer.pull(outdata[:, 0])
         if self._channels > 1:
