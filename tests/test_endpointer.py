@@ -22,7 +22,7 @@ def silence(ms: int) -> bytes:
 def feed_in_blocks(endpointer: Endpointer, audio: bytes, block_ms: int = 20) -> list[tuple[float, object]]:
     """(seconds into the audio, event) for every event, feeding like a sound card would."""
     step = RATE * 2 * block_ms // 1000
-    out = []
+    out: list[tuple[float, object]] = []
     for pos in range(0, len(audio), step):
         for event in endpointer.feed(audio[pos : pos + step]):
             out.append(((pos + step) / (RATE * 2), event))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from companion.config import load_settings
+from companion.config import Settings, load_settings
 from companion.echo_server import EchoServer
 from companion.events import DeviceState
 from companion.runtime import RunOptions, Runtime
@@ -17,7 +17,7 @@ from companion.runtime import RunOptions, Runtime
 pytestmark = pytest.mark.slow
 
 
-def settings_for(url: str, speech_wav: Path, out: Path, *extra: str):  # type: ignore[no-untyped-def]
+def settings_for(url: str, speech_wav: Path, out: Path, *extra: str) -> Settings:
     return load_settings(
         None,
         [
