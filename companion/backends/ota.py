@@ -371,6 +371,20 @@ def activation_alert(activation: Activation) -> Alert:
     return Alert("activation", text, "link")
 
 
+def activation_reporter(
+    sink: Callable[[Alert], None], also: Callable[[Activation], None] | None = None
+) -> Callable[[Activation], None]:
+    """The `on_code` callback every backend gives `activate`: the activation alert to the sink (the
+    device shows and speaks the code), then `also` (e.g. the CLI printing it)."""
+
+    def report(activation: Activation) -> None:
+        sink(activation_alert(activation))
+        if also is not None:
+            also(activation)
+
+    return report
+
+
 def announce(activation: Activation) -> None:
     """Log the activation code and the server's instructions."""
     message = " ".join(activation.message.split()) if activation.message else ""

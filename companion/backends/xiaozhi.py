@@ -78,14 +78,13 @@ class XiaozhiBackend:
 
         retry = ReconnectLoop("OTA check failed", self.backoff, log=log, describe=str, on_down=on_down)
         return await retry.first_success(
-            lambda: ota.activate(self.settings.xiaozhi, self.identity, on_code=self._activation_code),
+            lambda: ota.activate(
+                self.settings.xiaozhi,
+                self.identity,
+                on_code=ota.activation_reporter(self._sink, self._on_activation),
+            ),
             errors=(ota.OtaError,),
         )
-
-    def _activation_code(self, activation: ota.Activation) -> None:
-        self._sink(ota.activation_alert(activation))
-        if self._on_activation is not None:
-            self._on_activation(activation)
 
     def _build(self, transport: str, reply: ota.OtaReply | None) -> Backend:
         kind: Any = XiaozhiWebsocketBackend

@@ -23,9 +23,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import ssl
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,8 +63,9 @@ from ..protocols.xiaozhi.udp import UdpAudioChannel, UdpConfigError, UdpParams
 from . import ota
 from .backoff import Backoff
 from .identity import Identity
-from .reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
-from .tls import client_context, explain_verify_error, find_verify_error
+from .reconnect import AuthFailed, ChannelLost
+from .tls import explain_verify_error, find_verify_error
+from .xiaozhi_transport import XiaozhiTransport
 
 log = logging.getLogger(__name__)
 
@@ -177,12 +177,13 @@ class _UdpReceiver(asyncio.DatagramProtocol):
         self._owner._on_udp_error(exc)
 
 
-class XiaozhiMqttBackend:
+class XiaozhiMqttBackend(XiaozhiTransport):
     """xiaozhi over MQTT + UDP (implements companion.events.Backend)."""
 
-    name = "xiaozhi"
-    supports_text = True
     uplink = UplinkFormat("opus", 16000, FRAME_MS)
+    channel_name = "xiaozhi MQTT channel"
+    server_name = "the MQTT broker"
+    refusal_note = "the broker refused our credentials: the OTA check runs again for fresh ones"
 
     def __init__(
         self,
@@ -201,18 +202,13 @@ class XiaozhiMqttBackend:
         Without it (and without `settings.mqtt_endpoint`) the backend runs OTA and activation itself.
         Raises ConfigError at once for an unusable `xiaozhi.tls_ca`.
         """
-        self.settings = settings
-        self.audio = audio or AudioSettings()
-        self._sink = sink
-        self.identity = identity
-        self.backoff = backoff or Backoff(cap=reconnect_max_s)
-        self._ota_reply = ota_reply
-        self._on_activation = on_activation
-        self._ssl: ssl.SSLContext = client_context(settings.tls_ca)
+        super().__init__(
+            settings, sink, identity=identity, audio=audio, reconnect_max_s=reconnect_max_s,
+            backoff=backoff, ota_reply=ota_reply, on_activation=on_activation, log=log,
+        )  # fmt: skip
         self._session_config = session_config(settings)
         if self.audio.codec == "pcm":
             log.warning("MQTT+UDP carries Opus only; using Opus for the uplink")
-        self.stats: Counter[str] = Counter()
         self.session = ClientSession(self._session_config)
         self._endpoint: ota.MqttEndpoint | None = None
         self._client: aiomqtt.Client | None = None
@@ -220,8 +216,6 @@ class XiaozhiMqttBackend:
         self._udp: UdpAudioChannel | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._uplink_ms = 0
-        self._ready = False
-        self._refresh = False  # the next attempt runs the OTA check again (refused credentials)
         self._kick = asyncio.Event()
         self._hello_waiter: asyncio.Future[HelloReceived] | None = None
         self._settled = asyncio.Event()
@@ -231,13 +225,6 @@ class XiaozhiMqttBackend:
         self._pending: deque[bytes] = deque(maxlen=PENDING_UPLINK_FRAMES)
         self._early: deque[tuple[float, bytes]] = deque(maxlen=EARLY_AUDIO_PACKETS)
         self._last_activity = 0.0
-        self._reconnect = ReconnectLoop(
-            "xiaozhi MQTT channel down",
-            self.backoff,
-            log=log,
-            describe=lambda exc: _describe(exc, settings.tls_ca),
-            on_down=self._on_down,
-        )
 
     # ------------------------------------------------------------------ Backend interface
     @property
@@ -256,20 +243,11 @@ class XiaozhiMqttBackend:
         await self._reconnect.run(self._attempt, take_ready=self._take_ready)
 
     async def _attempt(self) -> str:
-        refresh, self._refresh = self._refresh, False
-        await self._serve(await self._resolve(refresh))
+        await self._serve(await self._resolve(self._take_refresh()))
         return "closed"
 
-    def _take_ready(self) -> bool:
-        was_ready, self._ready = self._ready, False
-        return was_ready
-
-    def _on_down(self, down: Down) -> None:
-        if down.was_ready or down.news:
-            self._sink(Disconnected(down.reason, auth_failed=down.auth_failed))
-        if down.auth_failed and not self.settings.mqtt_endpoint:
-            self._refresh = True
-            log.info("the broker refused our credentials: the OTA check runs again for fresh ones")
+    def _endpoint_pinned(self) -> bool:
+        return bool(self.settings.mqtt_endpoint)
 
     async def start_listening(self, mode: ListenMode) -> None:
         """Send `listen start` in `mode`, opening the audio channel first when it is closed."""
@@ -331,11 +309,6 @@ class XiaozhiMqttBackend:
             )
         self._endpoint = reply.mqtt
         return reply.mqtt
-
-    def _activation_code(self, activation: ota.Activation) -> None:
-        self._sink(ota.activation_alert(activation))
-        if self._on_activation is not None:
-            self._on_activation(activation)
 
     async def _serve(self, endpoint: ota.MqttEndpoint) -> None:
         """One MQTT connection, from CONNECT to its loss; raises the reason it ended."""
@@ -752,14 +725,3 @@ async def _finish_reader(reader: asyncio.Task[None]) -> None:
         await asyncio.wait({reader}, timeout=1.0)
     if reader.done() and not reader.cancelled():
         reader.exception()  # an MqttError once the client has disconnected: expected, already reported
-
-
-def _describe(exc: BaseException, ca_file: str) -> str:
-    verify = find_verify_error(exc)
-    if verify is not None:
-        return explain_verify_error("the MQTT broker", verify, ca_file)
-    if isinstance(exc, TimeoutError):
-        return "timed out connecting"
-    if isinstance(exc, OSError):
-        return f"cannot connect: {exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}"

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,9 +47,10 @@ from ..service import XIAOZHI_TOKEN, read_secret
 from . import ota
 from .backoff import Backoff
 from .identity import Identity
-from .reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
-from .tls import client_context, explain_verify_error, find_verify_error
+from .reconnect import AuthFailed, ChannelLost
+from .tls import find_verify_error
 from .websocket_errors import close_reason, upgrade_failure
+from .xiaozhi_transport import XiaozhiTransport
 
 log = logging.getLogger(__name__)
 # websockets logs handshake headers at DEBUG, Authorization included: its logger never goes below INFO.
@@ -130,11 +129,11 @@ def session_config(settings: XiaozhiSettings, audio: AudioSettings, version: int
     )
 
 
-class XiaozhiWebsocketBackend:
+class XiaozhiWebsocketBackend(XiaozhiTransport):
     """xiaozhi.me, Qiniu or a self-hosted xiaozhi-esp32-server over websocket (implements Backend)."""
 
-    name = "xiaozhi"
-    supports_text = True
+    channel_name = "xiaozhi channel"
+    refusal_note = "authentication failed: the OTA check runs again for a fresh token"
 
     def __init__(
         self,
@@ -153,14 +152,11 @@ class XiaozhiWebsocketBackend:
         Without `settings.websocket_url` the backend runs OTA (and activation) itself. Raises
         ConfigError at once for an unusable `xiaozhi.tls_ca`.
         """
-        self.settings = settings
-        self.audio = audio or AudioSettings()
-        self._sink = sink
-        self.identity = identity
-        self.backoff = backoff or Backoff(cap=reconnect_max_s)
-        self._ota_reply = ota_reply
-        self._on_activation = on_activation
-        self._ssl: ssl.SSLContext = client_context(settings.tls_ca)
+        super().__init__(
+            settings, sink, identity=identity, audio=audio, reconnect_max_s=reconnect_max_s,
+            backoff=backoff, ota_reply=ota_reply, on_activation=on_activation, log=log,
+            close_attempt=self._drop_socket,
+        )  # fmt: skip
         if settings.token:
             register_secret(settings.token)
         probe = session_config(settings, self.audio, settings.protocol_version)
@@ -170,53 +166,33 @@ class XiaozhiWebsocketBackend:
             log.warning(
                 "PCM uplink needs a Qiniu server (xiaozhi-esp32-server decodes Opus only); using Opus"
             )
-        self.stats: Counter[str] = Counter()
         self.session: ClientSession | None = None
         self._ws: ClientConnection | None = None
         self._endpoint: ota.WebsocketEndpoint | None = None
-        self._ready = False
-        self._refresh = False  # the next attempt runs the OTA check again (a refused token)
         self._init_id: int | None = None
         self._auth_failed = False
         self._planned_reconnect = False
         self._last_activity = 0.0
-        self._reconnect = ReconnectLoop(
-            "xiaozhi channel down",
-            self.backoff,
-            log=log,
-            describe=lambda exc: _describe(exc, settings.tls_ca),
-            on_down=self._on_down,
-            close_attempt=self._drop_socket,
-        )
 
     # ------------------------------------------------------------------ Backend interface
-    @property
-    def connected(self) -> bool:
-        """True from `Connected` until the channel is lost."""
-        return self._ready
-
     async def run(self) -> None:
         """Connect and serve the channel forever (until `close()`), reconnecting with backoff."""
         await self._reconnect.run(self._attempt, take_ready=self._take_ready, planned=self._take_planned)
 
     async def _attempt(self) -> str:
-        refresh, self._refresh = self._refresh, False
-        return await self._serve(await self._resolve(refresh))
+        return await self._serve(await self._resolve(self._take_refresh()))
 
-    def _take_ready(self) -> bool:
-        was_ready, self._ready = self._ready, False
-        return was_ready
+    def _endpoint_pinned(self) -> bool:
+        return bool(self.settings.websocket_url)
 
     def _take_planned(self) -> bool:
         planned, self._planned_reconnect = self._planned_reconnect, False
         return planned
 
-    def _on_down(self, down: Down) -> None:
-        if down.was_ready or down.news:
-            self._sink(Disconnected(down.reason, auth_failed=down.auth_failed))
-        if down.auth_failed and not self.settings.websocket_url:
-            self._refresh = True
-            log.info("authentication failed: the OTA check runs again for a fresh token")
+    def _describe(self, exc: Exception) -> str:
+        if isinstance(exc, websockets.exceptions.WebSocketException) and find_verify_error(exc) is None:
+            return f"websocket error: {exc}"
+        return super()._describe(exc)
 
     async def start_listening(self, mode: ListenMode) -> None:
         """Send `listen start` in `mode`."""
@@ -284,11 +260,6 @@ class XiaozhiWebsocketBackend:
             log.warning("the OTA reply prefers MQTT, but this is the websocket backend: using its websocket")
         self._endpoint = reply.websocket
         return reply.websocket
-
-    def _activation_code(self, activation: ota.Activation) -> None:
-        self._sink(ota.activation_alert(activation))
-        if self._on_activation is not None:
-            self._on_activation(activation)
 
     async def _serve(self, endpoint: ota.WebsocketEndpoint) -> str:
         """One connection, from upgrade to close; returns (or raises) the reason it ended."""
@@ -475,16 +446,3 @@ class XiaozhiWebsocketBackend:
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 0.5)  # SIGTERM must end the process within 2 s
-
-
-def _describe(exc: BaseException, ca_file: str) -> str:
-    verify = find_verify_error(exc)
-    if verify is not None:
-        return explain_verify_error("the xiaozhi server", verify, ca_file)
-    if isinstance(exc, TimeoutError):
-        return "timed out connecting"
-    if isinstance(exc, OSError):
-        return f"cannot connect: {exc.strerror or exc}"
-    if isinstance(exc, websockets.exceptions.WebSocketException):
-        return f"websocket error: {exc}"
-    return f"{type(exc).__name__}: {exc}"

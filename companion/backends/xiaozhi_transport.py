@@ -1,0 +1,103 @@
+"""What the xiaozhi websocket and MQTT+UDP backends share: settings, identity, OTA and activation,
+TLS, the reconnect loop and its reporting. Each subclass adds its transport's connection."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+from ..config import AudioSettings, XiaozhiSettings
+from ..events import Disconnected, EventSink
+from . import ota
+from .backoff import Backoff
+from .identity import Identity
+from .reconnect import Down, ReconnectLoop
+from .tls import client_context, explain_verify_error, find_verify_error
+
+
+class XiaozhiTransport:
+    """The common part of a xiaozhi backend; `run()` is the one reconnect loop around `_attempt()`."""
+
+    name = "xiaozhi"
+    supports_text = True
+    #: starts the log line of a failure, e.g. "xiaozhi channel down"
+    channel_name = "xiaozhi channel"
+    #: what refused a certificate, in messages
+    server_name = "the xiaozhi server"
+    #: logged when credentials were refused and the OTA check will run again
+    refusal_note = "authentication failed: the OTA check runs again for fresh credentials"
+
+    def __init__(
+        self,
+        settings: XiaozhiSettings,
+        sink: EventSink,
+        *,
+        identity: Identity,
+        audio: AudioSettings | None = None,
+        reconnect_max_s: float = 60.0,
+        backoff: Backoff | None = None,
+        ota_reply: ota.OtaReply | None = None,
+        on_activation: Callable[[ota.Activation], None] | None = None,
+        log: logging.Logger,
+        close_attempt: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`ota_reply`: a reply the caller already has (skips the first OTA check). Raises ConfigError
+        at once for an unusable `xiaozhi.tls_ca`."""
+        self.settings = settings
+        self.audio = audio or AudioSettings()
+        self._sink = sink
+        self.identity = identity
+        self.backoff = backoff or Backoff(cap=reconnect_max_s)
+        self._ota_reply = ota_reply
+        self._on_activation = on_activation
+        self._activation_code = ota.activation_reporter(sink, on_activation)  # OTA's on_code
+        self._ssl: ssl.SSLContext = client_context(settings.tls_ca)
+        self._log = log
+        self.stats: Counter[str] = Counter()
+        self._ready = False
+        self._refresh = False  # the next attempt runs the OTA check again (refused credentials)
+        self._reconnect = ReconnectLoop(
+            f"{self.channel_name} down",
+            self.backoff,
+            log=log,
+            describe=self._describe,
+            on_down=self._on_down,
+            close_attempt=close_attempt,
+        )
+
+    # ------------------------------------------------------------------ for the subclasses
+    @property
+    def connected(self) -> bool:
+        """True from `Connected` until the channel is lost."""
+        return self._ready
+
+    def _endpoint_pinned(self) -> bool:
+        """True when the config names the endpoint (no OTA check to refresh credentials from)."""
+        return False
+
+    def _take_ready(self) -> bool:
+        was_ready, self._ready = self._ready, False
+        return was_ready
+
+    def _take_refresh(self) -> bool:
+        refresh, self._refresh = self._refresh, False
+        return refresh
+
+    def _on_down(self, down: Down) -> None:
+        if down.was_ready or down.news:
+            self._sink(Disconnected(down.reason, auth_failed=down.auth_failed))
+        if down.auth_failed and not self._endpoint_pinned():
+            self._refresh = True
+            self._log.info("%s", self.refusal_note)
+
+    def _describe(self, exc: Exception) -> str:
+        verify = find_verify_error(exc)
+        if verify is not None:
+            return explain_verify_error(self.server_name, verify, self.settings.tls_ca)
+        if isinstance(exc, TimeoutError):
+            return "timed out connecting"
+        if isinstance(exc, OSError):
+            return f"cannot connect: {exc.strerror or exc}"
+        return f"{type(exc).__name__}: {exc}"
