@@ -27,12 +27,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from ..config import AudioSettings, XiaozhiSettings
+from ..config import XiaozhiSettings
 from ..events import (
     Alert,
     Connected,
@@ -61,11 +61,10 @@ from ..protocols.xiaozhi.session import (
 )
 from ..protocols.xiaozhi.udp import UdpAudioChannel, UdpConfigError, UdpParams
 from . import ota
-from .backoff import Backoff
 from .identity import Identity
 from .reconnect import AuthFailed, ChannelLost
 from .tls import explain_verify_error, find_verify_error
-from .xiaozhi_transport import XiaozhiTransport
+from .xiaozhi_transport import TransportOptions, XiaozhiTransport
 
 log = logging.getLogger(__name__)
 
@@ -186,26 +185,14 @@ class XiaozhiMqttBackend(XiaozhiTransport):
     refusal_note = "the broker refused our credentials: the OTA check runs again for fresh ones"
 
     def __init__(
-        self,
-        settings: XiaozhiSettings,
-        sink: EventSink,
-        *,
-        identity: Identity,
-        audio: AudioSettings | None = None,
-        reconnect_max_s: float = 60.0,
-        backoff: Backoff | None = None,
-        ota_reply: ota.OtaReply | None = None,
-        on_activation: Callable[[ota.Activation], None] | None = None,
+        self, settings: XiaozhiSettings, sink: EventSink, **options: Unpack[TransportOptions]
     ) -> None:
         """`ota_reply`: a reply the caller already has, whose `mqtt` block is used first.
 
         Without it (and without `settings.mqtt_endpoint`) the backend runs OTA and activation itself.
         Raises ConfigError at once for an unusable `xiaozhi.tls_ca`.
         """
-        super().__init__(
-            settings, sink, identity=identity, audio=audio, reconnect_max_s=reconnect_max_s,
-            backoff=backoff, ota_reply=ota_reply, on_activation=on_activation, log=log,
-        )  # fmt: skip
+        super().__init__(settings, sink, log=log, **options)
         self._session_config = session_config(settings)
         if self.audio.codec == "pcm":
             log.warning("MQTT+UDP carries Opus only; using Opus for the uplink")

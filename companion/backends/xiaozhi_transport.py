@@ -7,6 +7,7 @@ import logging
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Required, TypedDict, Unpack
 
 from ..config import AudioSettings, XiaozhiSettings
 from ..events import Disconnected, EventSink
@@ -15,6 +16,17 @@ from .backoff import Backoff
 from .identity import Identity
 from .reconnect import Down, ReconnectLoop
 from .tls import client_context, explain_verify_error, find_verify_error
+
+
+class TransportOptions(TypedDict, total=False):
+    """What the runtime (or a test) gives a xiaozhi transport besides its settings and event sink."""
+
+    identity: Required[Identity]
+    audio: AudioSettings | None
+    reconnect_max_s: float
+    backoff: Backoff | None
+    ota_reply: ota.OtaReply | None  # a reply the caller already has: the first OTA check is skipped
+    on_activation: Callable[[ota.Activation], None] | None
 
 
 class XiaozhiTransport:
@@ -34,17 +46,18 @@ class XiaozhiTransport:
         settings: XiaozhiSettings,
         sink: EventSink,
         *,
-        identity: Identity,
-        audio: AudioSettings | None = None,
-        reconnect_max_s: float = 60.0,
-        backoff: Backoff | None = None,
-        ota_reply: ota.OtaReply | None = None,
-        on_activation: Callable[[ota.Activation], None] | None = None,
         log: logging.Logger,
         close_attempt: Callable[[], Awaitable[None]] | None = None,
+        **options: Unpack[TransportOptions],
     ) -> None:
-        """`ota_reply`: a reply the caller already has (skips the first OTA check). Raises ConfigError
-        at once for an unusable `xiaozhi.tls_ca`."""
+        """`options["ota_reply"]`: a reply the caller already has (skips the first OTA check). Raises
+        ConfigError at once for an unusable `xiaozhi.tls_ca`."""
+        identity = options["identity"]
+        audio = options.get("audio")
+        backoff = options.get("backoff")
+        ota_reply = options.get("ota_reply")
+        on_activation = options.get("on_activation")
+        reconnect_max_s = options.get("reconnect_max_s", 60.0)
         self.settings = settings
         self.audio = audio or AudioSettings()
         self._sink = sink

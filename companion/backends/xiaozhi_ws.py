@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import urlsplit
 
 import websockets
@@ -45,12 +45,11 @@ from ..protocols.xiaozhi.session import (
 )
 from ..service import XIAOZHI_TOKEN, read_secret
 from . import ota
-from .backoff import Backoff
 from .identity import Identity
 from .reconnect import AuthFailed, ChannelLost
 from .tls import find_verify_error
 from .websocket_errors import close_reason, upgrade_failure
-from .xiaozhi_transport import XiaozhiTransport
+from .xiaozhi_transport import TransportOptions, XiaozhiTransport
 
 log = logging.getLogger(__name__)
 # websockets logs handshake headers at DEBUG, Authorization included: its logger never goes below INFO.
@@ -136,27 +135,14 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
     refusal_note = "authentication failed: the OTA check runs again for a fresh token"
 
     def __init__(
-        self,
-        settings: XiaozhiSettings,
-        sink: EventSink,
-        *,
-        identity: Identity,
-        audio: AudioSettings | None = None,
-        reconnect_max_s: float = 60.0,
-        backoff: Backoff | None = None,
-        ota_reply: ota.OtaReply | None = None,
-        on_activation: Callable[[ota.Activation], None] | None = None,
+        self, settings: XiaozhiSettings, sink: EventSink, **options: Unpack[TransportOptions]
     ) -> None:
         """`ota_reply`: a reply the caller already has (skips the first OTA check).
 
         Without `settings.websocket_url` the backend runs OTA (and activation) itself. Raises
         ConfigError at once for an unusable `xiaozhi.tls_ca`.
         """
-        super().__init__(
-            settings, sink, identity=identity, audio=audio, reconnect_max_s=reconnect_max_s,
-            backoff=backoff, ota_reply=ota_reply, on_activation=on_activation, log=log,
-            close_attempt=self._drop_socket,
-        )  # fmt: skip
+        super().__init__(settings, sink, log=log, close_attempt=self._drop_socket, **options)
         if settings.token:
             register_secret(settings.token)
         probe = session_config(settings, self.audio, settings.protocol_version)
