@@ -55,6 +55,12 @@ class AudioSettings:
         minimum=0,
         maximum=192000,
     )
+    input_channel: int = setting(
+        -1,
+        "microphone channel of a multi-channel device (2-mic HAT, stereo USB codec): 0, 1, … or -1: the mix",
+        minimum=-1,
+        maximum=31,
+    )
     codec: str = setting("opus", "uplink codec when the backend lets us choose", choices=("opus", "pcm"))
     opus_bitrate: int = setting(24000, "Opus encoder bitrate in bit/s", minimum=6000, maximum=128000)
     opus_complexity: int = setting(0, "Opus encoder complexity (0 is cheapest)", minimum=0, maximum=10)

@@ -75,7 +75,7 @@ async def check_input(settings: Settings, seconds: float = 2.0) -> CheckResult:
     from .audio.capture import DeviceCapture
 
     try:
-        capture = DeviceCapture(spec, settings.audio.device_rate)
+        capture = DeviceCapture(spec, settings.audio.device_rate, input_channel=settings.audio.input_channel)
     except CompanionError as exc:
         return CheckResult("microphone", Status.FAIL, str(exc), "choose a device from `companion devices`")
     got = bytearray()

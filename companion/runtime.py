@@ -56,7 +56,9 @@ def build_source(settings: Settings) -> AudioSource:
         return WavSource(spec)
     # Voice barge-in needs speech onsets noticed fast; otherwise fewer, longer blocks save idle CPU.
     block_ms = 20 if settings.audio.echo in ("headset", "aec") else 60
-    return DeviceCapture(spec, settings.audio.device_rate, block_ms=block_ms)
+    return DeviceCapture(
+        spec, settings.audio.device_rate, block_ms=block_ms, input_channel=settings.audio.input_channel
+    )
 
 
 def build_sink(settings: Settings) -> AudioSink:

@@ -12,9 +12,9 @@ sudo_cmd=()
 
 # Runtime libraries, a private PulseAudio with null sinks (a real sound card for the tests), speech
 # synthesis and sox for test audio, socat for serial pty pairs, mosquitto as the MQTT broker, and
-# systemd for `systemd-analyze verify`.
+# systemd for `systemd-analyze verify`, and jackd2 for a sound device that takes only 48 kHz.
 pkgs=(libopus0 libportaudio2 python3-venv python3-pip pulseaudio pulseaudio-utils libasound2-plugins
-      espeak-ng sox socat mosquitto systemd)
+      espeak-ng sox socat mosquitto systemd jackd2)
 need=()
 for pkg in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")

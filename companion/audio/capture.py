@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import AudioDeviceError
-from .portaudio import find_device, sounddevice
+from .portaudio import find_device, negotiate, sounddevice
 from .resample import MonoResampler
 
 RATE = 16000
@@ -40,12 +40,23 @@ class DeviceCapture:
     """Captures from a PortAudio input device at any rate and channel count."""
 
     def __init__(
-        self, device: str, device_rate: int = 0, ring_seconds: float = 2.0, block_ms: int = BLOCK_MS
+        self,
+        device: str,
+        device_rate: int = 0,
+        ring_seconds: float = 2.0,
+        block_ms: int = BLOCK_MS,
+        input_channel: int = -1,
     ) -> None:
+        """`input_channel`: which channel of a multi-channel device is the microphone (-1: their mix)."""
         self._sd = sounddevice()
         self._device = find_device(device, "input")
-        self.rate = device_rate or self._pick_rate()
-        self.channels = 1
+        self.rate, self.channels = negotiate(self._device, "input", device_rate or RATE)
+        if input_channel >= self.channels:
+            raise AudioDeviceError(
+                f"audio.input_channel = {input_channel}, but {self._device.name!r} opens with "
+                f"{self.channels} channel(s): use 0-{self.channels - 1}, or -1 for their mix"
+            )
+        self._pick = input_channel if input_channel >= 0 and self.channels > 1 else None
         block = self.rate * block_ms // 1000
         self._block = block
         self._ring = np.zeros((int(self.rate * ring_seconds) // block * block, self.channels), dtype=np.int16)
@@ -59,15 +70,6 @@ class DeviceCapture:
         self.last_callback = time.monotonic()
         self._stream: Any = None
         self._closed = False
-
-    def _pick_rate(self) -> int:
-        try:
-            self._sd.check_input_settings(
-                device=self._device.index, samplerate=RATE, channels=1, dtype="int16"
-            )
-            return RATE
-        except Exception:
-            return int(self._device.default_samplerate)
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         if status and status.input_overflow:
@@ -115,7 +117,7 @@ class DeviceCapture:
                 n = min(written - self._read, len(ring) - start)
                 chunk = ring[start : start + n]
                 self._read += n
-                out = self._resampler.process(chunk)
+                out = self._resampler.process(chunk if self._pick is None else chunk[:, self._pick])
                 if len(out):
                     yield out.tobytes()
 

@@ -45,6 +45,61 @@ def list_devices() -> list[DeviceInfo]:
     ]
 
 
+# Rates tried, in order, after the one asked for and the device's default: what I2S HATs, USB codecs
+# and sound servers commonly take.
+STANDARD_RATES = (16000, 48000, 44100, 32000, 24000, 22050, 8000)
+
+
+def negotiate(device: DeviceInfo, kind: str, rate: int) -> tuple[int, int]:
+    """The (rate, channels) to open `device` at: `rate` in mono when the device takes it, else the first
+    format it does take (the asked-for rate in stereo, its default rate, a standard rate; 1, 2 or all
+    its channels), so raw `hw:` devices of I2S HATs that take only stereo or only 48 kHz open too.
+
+    Raises AudioDeviceError naming what was tried when the device takes none of it.
+    """
+    sd = sounddevice()
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    most = device.max_input_channels if kind == "input" else device.max_output_channels
+    rates = list(dict.fromkeys([rate, int(device.default_samplerate), *STANDARD_RATES]))
+    channel_counts = [c for c in dict.fromkeys([1, 2, most]) if 0 < c <= most]
+    for candidate in rates:
+        for channels in channel_counts:
+            try:
+                check(device=device.index, samplerate=candidate, channels=channels, dtype="int16")
+            except Exception:
+                continue
+            return candidate, channels
+    raise AudioDeviceError(
+        f"{kind} device {device.name!r} takes none of the formats tried (16-bit, "
+        f"{', '.join(str(r) for r in rates)} Hz, {' or '.join(map(str, channel_counts))} channels)"
+    )
+
+
+def supported_rates(device: DeviceInfo, kind: str) -> list[int]:
+    """The standard rates the device opens at (with any channel count it has), lowest first."""
+    sd = sounddevice()
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    most = device.max_input_channels if kind == "input" else device.max_output_channels
+    found = []
+    for rate in sorted({*STANDARD_RATES, int(device.default_samplerate)}):
+        for channels in dict.fromkeys([1, 2, most]):
+            if not 0 < channels <= most:
+                continue
+            try:
+                check(device=device.index, samplerate=rate, channels=channels, dtype="int16")
+            except Exception:
+                continue
+            found.append(rate)
+            break
+    return found
+
+
+def default_index(kind: str) -> int | None:
+    """PortAudio's default device for input or output, if it has one."""
+    default = sounddevice().default.device[0 if kind == "input" else 1]
+    return None if default is None or int(default) < 0 else int(default)
+
+
 def find_device(spec: str, kind: str) -> DeviceInfo:
     """The device named or numbered by `spec` ('default', an index, or a name or part of one).
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import AudioDeviceError
 from .jitter import JitterBuffer
-from .portaudio import find_device, sounddevice
+from .portaudio import find_device, negotiate, sounddevice
 from .resample import MonoResampler
 
 log = logging.getLogger(__name__)
@@ -139,23 +139,12 @@ class DeviceSpeaker(_SinkBase):
 
     def __init__(self, device: str, rate: int, prebuffer_ms: int, device_rate: int = 0) -> None:
         self._device = find_device(device, "output")
-        sd = sounddevice()
-        self._sd = sd
-        out_rate = device_rate or self._pick_rate(rate)
-        self._channels = 1 if self._device.max_output_channels >= 1 else 2
+        self._sd = sounddevice()
+        out_rate, self._channels = negotiate(self._device, "output", device_rate or rate)
         super().__init__(rate, out_rate, prebuffer_ms)
         self._stream: Any = None
         self._block = out_rate * BLOCK_MS // 1000
         self.device_underflows = 0  # callbacks PortAudio flagged: the device ran dry (a click)
-
-    def _pick_rate(self, rate: int) -> int:
-        try:
-            self._sd.check_output_settings(
-                device=self._device.index, samplerate=rate, channels=1, dtype="int16"
-            )
-            return rate
-        except Exception:
-            return int(self._device.default_samplerate)
 
     def _open(self) -> None:
         if self._stream is not None:

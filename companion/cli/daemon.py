@@ -235,18 +235,26 @@ async def _say(settings: Settings, text: str) -> int:
 
 @click.command()
 def devices() -> None:
-    """List sound devices (choose one by name or index with --input/--output)."""
-    from ..audio.portaudio import list_devices
+    """List sound devices (choose one by name or index with --input/--output).
+
+    For each: its input and output channels, the standard rates it opens at, and which one `default` is.
+    """
+    from ..audio.portaudio import default_index, list_devices, supported_rates
 
     found = list_devices()
     if not found:
         click.echo("no sound devices found")
         return
-    click.echo(f"{'index':>5}  {'in':>3}  {'out':>3}  {'rate':>6}  name")
+    defaults = {"in": default_index("input"), "out": default_index("output")}
+    click.echo(f"{'index':>5}  {'in':>3}  {'out':>3}  {'default':<7}  {'rates (kHz)':<28}  name")
     for dev in found:
+        marks = [kind for kind, index in defaults.items() if index == dev.index]
+        kinds = [k for k, n in (("input", dev.max_input_channels), ("output", dev.max_output_channels)) if n]
+        rates = sorted({rate for kind in kinds for rate in supported_rates(dev, kind)})
+        shown = ", ".join(f"{rate / 1000:g}" for rate in rates) or "-"
         click.echo(
             f"{dev.index:>5}  {dev.max_input_channels:>3}  {dev.max_output_channels:>3}  "
-            f"{dev.default_samplerate:>6.0f}  {dev.name}"
+            f"{'+'.join(marks) or '':<7}  {shown:<28}  {dev.name}"
         )
 
 
