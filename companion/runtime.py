@@ -16,6 +16,7 @@ from typing import Any
 from .audio.capture import AudioSource, DeviceCapture, QueueSource, WavSource
 from .audio.endpointer import Endpointer
 from .audio.speaker import AudioSink, DeviceSpeaker, WavSpeaker
+from .clock import LoopClock
 from .config import Settings
 from .controls import RuntimeControls
 from .conversation import Conversation, Turn
@@ -175,9 +176,9 @@ class Runtime:
         indicator = BridgeIndicator.from_settings(settings.bridge, settings.leds, conv.on_button, mic)
         indicator.set_volume(settings.audio.volume)
         indicator.show_state(conv.state)
-        conv.subscribe(lambda old, new: indicator.show_state(new, conv.voice_active))
-        conv.on_voice(lambda active: indicator.show_state(conv.state, active))
-        conv.on_emotion(indicator.show_emotion)
+        conv.state_listeners.add(lambda old, new: indicator.show_state(new, conv.voice_active))
+        conv.voice_listeners.add(lambda active: indicator.show_state(conv.state, active))
+        conv.emotion_listeners.add(indicator.show_emotion)
         return indicator
 
     def _activation_code(self, activation: Any) -> None:
@@ -221,14 +222,15 @@ class Runtime:
             settings.audio,
             listen_mode=listen_mode_for(settings),
             trigger=settings.backend.trigger,
+            clock=LoopClock(),
         )
         self.conversation = conv
-        conv.on_turn(self._turn_done)
+        conv.turn_listeners.add(self._turn_done)
         if self.options.on_state is not None:
-            conv.subscribe(self.options.on_state)
-        conv.subscribe(self._tell_service_manager)
+            conv.state_listeners.add(self.options.on_state)
+        conv.state_listeners.add(self._tell_service_manager)
         self.cues = Cues(conv, settings.audio.prompts_language, enabled=self.options.cues)
-        conv.subscribe(self.cues.on_state)
+        conv.state_listeners.add(self.cues.on_state)
         self.indicator = self._build_indicator(conv)
         self.controls = RuntimeControls(
             volume=settings.audio.volume,
@@ -238,6 +240,7 @@ class Runtime:
             indicator=self.indicator,
             restart=self.reload,
             backend_name=settings.backend.kind,
+            clock=conv.clock,
         )
         self.tools = ToolServer.for_device(
             self.controls, name=settings.xiaozhi.board_name, leds=bool(settings.bridge.port)
