@@ -90,18 +90,34 @@ class RecordingSink:
         self.active = False
         self._drained = asyncio.Event()
         self._drained.set()
+        self._changed = asyncio.Event()
+
+    def _note(self, event: str) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    async def wait_for(self, check: Callable[[], bool]) -> None:
+        """Return once `check()` holds after something reached the sink (bounded by WAIT_S)."""
+
+        async def until() -> None:
+            while not check():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(until(), WAIT_S)
 
     def begin(self) -> None:
-        self.events.append("begin")
+        self._note("begin")
         self.active = True
         self._drained.clear()
 
     async def write(self, pcm: bytes) -> None:
         self.written.append(pcm)
         self._drained.clear()
+        self._changed.set()
 
     def end(self) -> None:
-        self.events.append("end")
+        self._note("end")
         if not self.hold_drain:
             self._drained.set()
 
@@ -111,7 +127,7 @@ class RecordingSink:
         self._drained.set()
 
     def flush(self) -> None:
-        self.events.append("flush")
+        self._note("flush")
         self.written.clear()
         self._drained.set()
 
@@ -120,7 +136,7 @@ class RecordingSink:
         return True
 
     async def close(self) -> None:
-        self.events.append("close")
+        self._note("close")
         self.active = False
 
     async def shutdown(self) -> None:
