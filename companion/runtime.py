@@ -95,6 +95,14 @@ def listen_mode_for(settings: Settings) -> ListenMode:
     return ListenMode(settings.xiaozhi.listen_mode)
 
 
+def follow_conversation(indicator: Indicator, conv: Conversation) -> None:
+    """Let the indicator show what the conversation decides: state, voice while listening, emotion."""
+    indicator.show_state(conv.state)
+    conv.state_listeners.add(lambda old, new: indicator.show_state(new, conv.voice_active))
+    conv.voice_listeners.add(lambda active: indicator.show_state(conv.state, active))
+    conv.emotion_listeners.add(indicator.show_emotion)
+
+
 @dataclass
 class RunOptions:
     """How a run ends and what it prints."""
@@ -175,10 +183,7 @@ class Runtime:
         mic = self.source.push if isinstance(self.source, QueueSource) else None  # audio.input = "bridge"
         indicator = BridgeIndicator.from_settings(settings.bridge, settings.leds, conv.on_button, mic)
         indicator.set_volume(settings.audio.volume)
-        indicator.show_state(conv.state)
-        conv.state_listeners.add(lambda old, new: indicator.show_state(new, conv.voice_active))
-        conv.voice_listeners.add(lambda active: indicator.show_state(conv.state, active))
-        conv.emotion_listeners.add(indicator.show_emotion)
+        follow_conversation(indicator, conv)
         return indicator
 
     def _activation_code(self, activation: Any) -> None:
