@@ -206,7 +206,7 @@ class Conversation:
         if self.turn is None or self.state is not S.LISTENING or not self._streaming:
             return
         now = self.clock.now()
-        self._mark_speech_end()
+        self.turn.mark_speech_end(self._last_voice)
         log.info("end of speech (%s) after %.1f s", reason, now - self.turn.marks.get("speech_start", now))
         if self.listen_mode is ListenMode.MANUAL or reason == "max_length":
             self._stop_streaming()
@@ -287,13 +287,9 @@ class Conversation:
         turn, self.turn = self.turn, None
         if turn is None:
             return
-        turn.outcome = outcome
-        if not {"speech_start", "stt", "first_reply_audio"} & turn.marks.keys() and turn.trigger != "text":
+        if not turn.began:
             return  # a follow-up window nobody used, or a turn that never began: nothing to report
-        first_sample = self.speaker.buffer.first_sample_time
-        if first_sample is not None and "first_reply_audio" in turn.marks:
-            turn.mark("first_sample_played", first_sample)
-        turn.mark("turn_end", self.clock.now())
+        turn.close(outcome, self.clock.now(), self.speaker.buffer.first_sample_time)
         if outcome == "completed":
             self.turns_completed += 1
         log.info("turn %d %s: %s", turn.number, outcome, turn.offsets_ms())
@@ -302,12 +298,6 @@ class Conversation:
                       self.uplink.dropped, self.playback.dropped)  # fmt: skip
         self.turn_listeners(turn)
         self.turn_finished.set()
-
-    def _mark_speech_end(self) -> None:
-        """The user stopped talking at the last voiced frame (not when the hangover or server noticed)."""
-        turn = self.turn
-        if turn is not None and "speech_start" in turn.marks:
-            turn.mark("speech_end", max(self._last_voice, turn.marks["speech_start"]))
 
     def _reply_timed_out(self) -> None:
         self._cause = "reply timeout"
@@ -400,7 +390,7 @@ class Conversation:
         if self.turn is None:
             return
         self.turn.mark("stt", self.clock.now())
-        self._mark_speech_end()
+        self.turn.mark_speech_end(self._last_voice)
         self.turn.transcript = event.text
         log.info("heard: %s", event.text)
         if self.state is S.LISTENING and self.listen_mode is not ListenMode.REALTIME:
