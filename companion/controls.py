@@ -1,14 +1,18 @@
 """The daemon's own controls behind the MCP device tools: speaker volume and mute (a gain on the
-playback path), LEDs through the serial bridge, the emotion shown, status, and reboot."""
+playback path), LEDs through the serial bridge, the emotion shown, status, and reboot.
+
+The emotion has one owner, the conversation: the `set_emotion` tool goes through it, the LEDs follow it
+as they follow the agent's emotions, and status reports its value.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .audio.speaker import AudioSink
+from .clock import Clock, LoopClock
 from .conversation import Conversation
 from .indicators import Indicator
 from .tools.controls import MemoryControls
@@ -24,6 +28,7 @@ class RuntimeControls(MemoryControls):
     indicator: Indicator | None = None
     restart: Callable[[], None] | None = None
     backend_name: str = ""
+    clock: Clock = field(default_factory=LoopClock)
 
     def __post_init__(self) -> None:
         self._apply_gain()
@@ -58,10 +63,18 @@ class RuntimeControls(MemoryControls):
         await super().set_muted(muted)
         self._apply_gain()
 
+    @property
+    def emotion(self) -> str:
+        """The conversation's emotion: what the LEDs show and status reports."""
+        return self.conversation.emotion if self.conversation is not None else super().emotion
+
     async def set_emotion(self, emotion: str) -> None:
-        bridge = self._bridge()
-        await super().set_emotion(emotion)
-        bridge.show_emotion(emotion)
+        """Show `emotion` through the conversation; the LEDs follow it (ToolError without a bridge)."""
+        self._bridge()
+        if self.conversation is None:
+            await super().set_emotion(emotion)
+        else:
+            self.conversation.set_emotion(emotion)
 
     async def set_color(self, red: int, green: int, blue: int) -> None:
         bridge = self._bridge()
@@ -83,4 +96,4 @@ class RuntimeControls(MemoryControls):
         await super().reboot()
         if self.restart is not None:
             # after the tool's reply has gone out, as the firmware waits before rebooting
-            asyncio.get_running_loop().call_later(1.0, self.restart)
+            self.clock.call_later(1.0, self.restart)

@@ -1,5 +1,5 @@
 """Spoken prompts and earcons that follow the state machine: listening, thinking, offline,
-reconnected, error, and the activation code. They play through the conversation's speaker path and
+reconnected, error, and the activation code. They play through the conversation's playback writer and
 never block the loop; a reply that starts interrupts them.
 """
 
@@ -56,9 +56,9 @@ class Cues:
             log.warning("cannot speak the activation code: %s", exc)
             return
         self.played.append(f"activation:{code}")
-        self.conversation.play_cue(b"".join(clips), prompts.RATE)
+        self.conversation.playback.play_cue(b"".join(clips), prompts.RATE)
 
     def _play(self, key: str, spoken: bool = False) -> None:
         pcm = prompts.spoken(key, self.language) if spoken else prompts.earcon(key)
         self.played.append(key)
-        self.conversation.play_cue(pcm, prompts.RATE)
+        self.conversation.playback.play_cue(pcm, prompts.RATE)

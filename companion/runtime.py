@@ -16,6 +16,7 @@ from typing import Any
 from .audio.capture import AudioSource, DeviceCapture, QueueSource, WavSource
 from .audio.endpointer import Endpointer
 from .audio.speaker import AudioSink, DeviceSpeaker, WavSpeaker
+from .clock import LoopClock
 from .config import Settings
 from .controls import RuntimeControls
 from .conversation import Conversation, Turn
@@ -94,6 +95,14 @@ def listen_mode_for(settings: Settings) -> ListenMode:
     if settings.backend.kind == "chatbot_v3":
         return ListenMode.MANUAL
     return ListenMode(settings.xiaozhi.listen_mode)
+
+
+def follow_conversation(indicator: Indicator, conv: Conversation) -> None:
+    """Let the indicator show what the conversation decides: state, voice while listening, emotion."""
+    indicator.show_state(conv.state)
+    conv.state_listeners.add(lambda old, new: indicator.show_state(new, conv.voice_active))
+    conv.voice_listeners.add(lambda active: indicator.show_state(conv.state, active))
+    conv.emotion_listeners.add(indicator.show_emotion)
 
 
 @dataclass
@@ -176,10 +185,7 @@ class Runtime:
         mic = self.source.push if isinstance(self.source, QueueSource) else None  # audio.input = "bridge"
         indicator = BridgeIndicator.from_settings(settings.bridge, settings.leds, conv.on_button, mic)
         indicator.set_volume(settings.audio.volume)
-        indicator.show_state(conv.state)
-        conv.subscribe(lambda old, new: indicator.show_state(new, conv.voice_active))
-        conv.on_voice(lambda active: indicator.show_state(conv.state, active))
-        conv.on_emotion(indicator.show_emotion)
+        follow_conversation(indicator, conv)
         return indicator
 
     def _activation_code(self, activation: Any) -> None:
@@ -223,14 +229,15 @@ class Runtime:
             settings.audio,
             listen_mode=listen_mode_for(settings),
             trigger=settings.backend.trigger,
+            clock=LoopClock(),
         )
         self.conversation = conv
-        conv.on_turn(self._turn_done)
+        conv.turn_listeners.add(self._turn_done)
         if self.options.on_state is not None:
-            conv.subscribe(self.options.on_state)
-        conv.subscribe(self._tell_service_manager)
+            conv.state_listeners.add(self.options.on_state)
+        conv.state_listeners.add(self._tell_service_manager)
         self.cues = Cues(conv, settings.audio.prompts_language, enabled=self.options.cues)
-        conv.subscribe(self.cues.on_state)
+        conv.state_listeners.add(self.cues.on_state)
         self.indicator = self._build_indicator(conv)
         self.controls = RuntimeControls(
             volume=settings.audio.volume,
@@ -240,6 +247,7 @@ class Runtime:
             indicator=self.indicator,
             restart=self.reload,
             backend_name=settings.backend.kind,
+            clock=conv.clock,
         )
         self.tools = ToolServer.for_device(
             self.controls, name=settings.xiaozhi.board_name, leds=bool(settings.bridge.port)

@@ -57,12 +57,16 @@ async def test_tools_called_by_the_server_act_on_speaker_and_leds(
             await server.call_tool("self.led.set_color", {"red": 10, "green": 200, "blue": 30})
             await emulator.wait_for(lambda v: v.lamp == (10, 200, 30), 3)
 
+            await server.call_tool("self.led.set_emotion", {"emotion": "cool"})
+            await emulator.wait_for(lambda v: v.emotion == "cool", 3)
+
             status = json.loads(
                 (await server.call_tool("self.get_device_status", {}))["result"]["content"][0]["text"]
             )
             assert status["audio_speaker"] == {"volume": 30, "muted": True}
             assert status["bridge"]["connected"] is True
             assert status["device"]["state"] == "idle"
+            assert status["led"]["emotion"] == status["device"]["emotion"] == "cool"  # one owner
         finally:
             runtime.stop()
             await asyncio.wait_for(task, 5)

@@ -7,7 +7,7 @@ a board without LEDs just answers the LED tools with an error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..events import EMOTIONS
@@ -54,10 +54,15 @@ class MemoryControls:
 
     volume: int = 70
     muted: bool = False
-    emotion: str = "neutral"
     color: tuple[int, int, int] = (255, 255, 255)
     brightness: int = 60
     reboots: int = 0
+    _emotion: str = field(default="neutral", init=False, repr=False)
+
+    @property
+    def emotion(self) -> str:
+        """The emotion shown; the runtime's controls read it from the conversation, its one owner."""
+        return self._emotion
 
     async def status(self) -> dict[str, Any]:
         """The remembered values in the firmware's status shape."""
@@ -82,7 +87,7 @@ class MemoryControls:
         """Remember the emotion (one of EMOTIONS)."""
         if emotion not in EMOTIONS:
             raise ValueError(f"unknown emotion {emotion!r}")
-        self.emotion = emotion
+        self._emotion = emotion
 
     async def set_color(self, red: int, green: int, blue: int) -> None:
         """Remember the colour."""
