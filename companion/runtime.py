@@ -215,6 +215,17 @@ class Runtime:
             log.info("%d turn(s) completed; exiting", conv.turns_completed)
             self.stop(0)
 
+    def audio_drops(self) -> dict[str, int]:
+        """Running totals of audio lost, by where (exported as companion_audio_dropped_total)."""
+        conv, source, sink = self.conversation, self.source, self.sink
+        return {
+            "capture_ring": getattr(source, "overflows", 0),  # the loop fell a whole ring behind
+            "capture_device": getattr(source, "device_overflows", 0),  # PortAudio's input overflow flag
+            "speaker_device": getattr(sink, "device_underflows", 0),  # PortAudio's output underflow flag
+            "uplink_queue": conv.uplink.dropped if conv is not None else 0,
+            "reply_audio": conv.playback.dropped if conv is not None else 0,
+        }
+
     async def run(self) -> int:
         """Run until stopped; returns the exit status."""
         settings = self.settings
@@ -257,6 +268,8 @@ class Runtime:
                 self.telemetry = build_telemetry(settings.telemetry, state_dir())
             except OSError as exc:
                 log.error("telemetry is off: %s", exc)
+            if self.telemetry is not None and self.telemetry.exporter is not None:
+                self.telemetry.exporter.watch_drops(self.audio_drops)
         signals = None
         if self.options.service:
             signals = install_signal_handlers(

@@ -130,3 +130,31 @@ async def test_a_debug_log_of_a_full_turn_holds_no_secret(speech_wav: Path, tmp_
     assert any('"type":"hello"' in line for line in sent), log[-3000:]
     assert any("xiaozhi <- " in line and '"type":"tts"' in line for line in daemon.lines)
     assert any("xiaozhi <- binary" in line for line in daemon.lines)
+
+
+async def test_the_running_daemon_exports_where_audio_was_dropped(speech_wav: Path, tmp_path: Path) -> None:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.peers.platform_http import free_port
+
+    port = free_port()
+    async with EchoServer(port=0) as server:
+        daemon = await DaemonProcess(
+            *args_for(server, speech_wav, tmp_path / "out.wav", "--set", f"telemetry.prometheus_port={port}"),
+            state_dir=tmp_path / "state",
+        ).start()
+        try:
+            await daemon.wait_for_line("ready in", timeout=20)
+            async with httpx.AsyncClient() as client:
+                text = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text
+        finally:
+            await daemon.stop()
+    dropped = {
+        sample.labels["where"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "companion_audio_dropped_total"
+    }
+    assert set(dropped) == {"capture_ring", "capture_device", "speaker_device", "uplink_queue", "reply_audio"}
+    assert all(value >= 0 for value in dropped.values())
