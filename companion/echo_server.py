@@ -85,11 +85,17 @@ class Variant:
     wrong_transport: bool = False  # hello answered with transport "udp"
     auth: str = ""  # "" | "token" (plain-text 认证失败 then close) | "http" (HTTP 401 on the upgrade)
     mcp_tools_list_delay_s: float = 0.0  # xiaozhi-esp32-server asks tools/list 1 s after initialize
+    late_stop_s: float = 0.0  # xiaozhi-esp32-server: `tts stop` ~0.42 s after the client's playback ends
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "firmware": {},
-    "xinnan": {"echo_audio_params": True, "duplicate_stop": True, "mcp_tools_list_delay_s": 1.0},
+    "xinnan": {
+        "echo_audio_params": True,
+        "duplicate_stop": True,
+        "mcp_tools_list_delay_s": 1.0,
+        "late_stop_s": 0.42,
+    },
     "duplicate-stop": {"duplicate_stop": True},
     "non-json": {"non_json": True},
     "qiniu": {"qiniu": True},
@@ -755,7 +761,7 @@ class _Connection:
             await self.ws.send(framing.encode(self.version, packet))
         # `tts stop` about when the client's playback ends (its buffer holds the lead)
         end = start + max(0, count - LEAD_PACKETS) * FRAME_MS / 1000 + LEAD_PACKETS * FRAME_MS / 1000
-        await asyncio.sleep(max(0.0, end - loop.time()))
+        await asyncio.sleep(max(0.0, end - loop.time()) + self.variant.late_stop_s)
 
     async def _send_stop(self, aborted: bool) -> None:
         self.speaking = False

@@ -54,6 +54,24 @@ async def test_every_turn_leaves_a_complete_private_record(speech_wav: Path, tmp
     assert record["transcript"]
 
 
+async def test_a_reply_whose_tts_stop_comes_late_records_no_underrun(
+    speech_wav: Path, tmp_path: Path
+) -> None:
+    """xiaozhi-esp32-server sends `tts stop` ~0.4 s after its last packet: the speaker buffer is empty
+    by then, which is the reply's end, not a gap in it."""
+    state = tmp_path / "state"
+    async with EchoServer(port=0, variant="xinnan") as server:
+        daemon = await DaemonProcess(
+            *args_for(server, speech_wav, tmp_path / "out.wav", "--turns", "1"), state_dir=state
+        ).start()
+        try:
+            assert await daemon.wait(40) == 0, daemon.output()
+        finally:
+            await daemon.stop()
+    (record,) = [json.loads(line) for line in (state / "turns.jsonl").read_text().splitlines()]
+    assert record["outcome"] == "completed" and record["underruns"] == 0
+
+
 async def test_sigterm_during_a_reply_exits_cleanly_within_two_seconds(
     speech_wav: Path, tmp_path: Path
 ) -> None:

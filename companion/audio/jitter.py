@@ -34,7 +34,12 @@ class JitterBuffer:
         self._flush_to = 0  # producer's request, applied by the consumer
         self._eos_at = -1  # producer: stream ends when the reader reaches this position
         self._playing = False  # consumer
-        self.underruns = 0
+        # An underrun is a gap inside a reply: the reader ran dry (`_dry_runs`, reader-owned) and audio
+        # came again after it. The last packet of a reply always runs the buffer dry before the server's
+        # `tts stop` arrives; that is the end, not a gap, so it is counted only when more audio follows.
+        self._dry_runs = 0
+        self._dry_seen = 0  # producer: dry runs already judged
+        self.underruns = 0  # producer
         self.played_samples = 0
         self.first_sample_time: float | None = None
         self.on_drained: Callable[[], None] | None = None
@@ -56,6 +61,10 @@ class JitterBuffer:
         n = min(len(samples), self.free())
         if n <= 0:
             return 0
+        dry_runs = self._dry_runs
+        if dry_runs != self._dry_seen:  # the reader ran dry and audio follows: a real gap
+            self.underruns += 1
+            self._dry_seen = dry_runs
         start = self._written % self.capacity
         first = min(n, self.capacity - start)
         self._ring[start : start + first] = samples[:first]
@@ -70,6 +79,7 @@ class JitterBuffer:
     def end_of_stream(self) -> None:
         """No more audio for this reply: play what is buffered even if below the pre-buffer, then drain."""
         self._eos_at = self._written
+        self._dry_seen = self._dry_runs  # running dry before the end was announced was the end
 
     def flush(self) -> None:
         """Drop everything not yet played (barge-in); takes effect at the reader's next pull."""
@@ -120,7 +130,7 @@ class JitterBuffer:
             if eos:
                 self._drained()
             else:
-                self.underruns += 1
+                self._dry_runs += 1
         return n
 
     def _note_latency(self, begin: int, end: int) -> None:
