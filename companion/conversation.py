@@ -39,6 +39,7 @@ from .events import (
     TurnEnded,
 )
 from .listeners import Listeners
+from .protocols.oncelog import shorten
 from .turn import Turn
 from .uplink_streamer import UplinkStreamer
 
@@ -60,6 +61,11 @@ TRANSITIONS: dict[DeviceState, frozenset[DeviceState]] = {
 
 REPLY_TIMEOUT_S = 15.0
 FOLLOW_UP_S = 8.0
+REPLY_STALL_S = 30.0  # speaking with no reply audio this long: the server is stuck, the reply ends
+MAX_REPLY_S = 600.0  # no reply holds the device in `speaking` longer than this
+MAX_TURN_TEXT = 2000  # characters of a transcript, and of a reply, kept in the turn's record
+TOOL_CALL_DISPLAY = "%"  # an stt starting with this is the server showing a tool call
+LOG_TEXT_CHARS = 200  # a server's text in the log is cut to this
 
 
 class Conversation:
@@ -107,6 +113,9 @@ class Conversation:
         self._state_changed = asyncio.Event()
         self._last_voice = 0.0
         self._cause = "start-up"  # the input being handled, for the log of a refused transition
+        self._reply_began = self._reply_heard = (
+            0.0  # while speaking: when the reply, and its last audio, came
+        )
 
     # ------------------------------------------------------------------ state and emotion
     def set_state(self, new: DeviceState) -> None:
@@ -331,7 +340,12 @@ class Conversation:
             self.endpointer.reset()
             self.set_state(S.LISTENING)
             self._alarm.set(self.follow_up_s, self._follow_up_expired)
-        elif self.listen_mode is ListenMode.REALTIME:
+        elif self.listen_mode is ListenMode.REALTIME and self.backend.connected:
+            # The server's listening never stopped: the next utterance is a new turn, with no new
+            # `listen start` and no follow-up window.
+            self._new_turn("realtime", self.clock.now())
+            self._armed = True
+            self.endpointer.reset()
             self.set_state(S.LISTENING)
         else:
             self.set_state(S.IDLE)
@@ -351,8 +365,10 @@ class Conversation:
                 self._on_transcript(event)
             case ReplyText():
                 if self.turn is not None and event.text:
-                    self.turn.reply.append(event.text)
-                log.info("reply: %s", event.text)
+                    room = MAX_TURN_TEXT - sum(map(len, self.turn.reply))
+                    if room > 0:
+                        self.turn.reply.append(event.text[:room])
+                log.info("reply: %s", shorten(event.text, LOG_TEXT_CHARS))
             case Emotion():
                 self._on_emotion(event)
             case SpeechStarted():
@@ -389,10 +405,15 @@ class Conversation:
     def _on_transcript(self, event: Transcript) -> None:
         if self.turn is None:
             return
+        if event.text.startswith(TOOL_CALL_DISPLAY):
+            # xiaozhi-esp32-server shows a tool call it runs as an stt ("% self_audio_speaker_set_volume"):
+            # not the user's words, so it neither replaces the transcript nor times the turn.
+            log.info("server runs a tool: %s", shorten(event.text[1:].strip(), LOG_TEXT_CHARS))
+            return
         self.turn.mark("stt", self.clock.now())
         self.turn.mark_speech_end(self._last_voice)
-        self.turn.transcript = event.text
-        log.info("heard: %s", event.text)
+        self.turn.transcript = event.text[:MAX_TURN_TEXT]
+        log.info("heard: %s", shorten(event.text, LOG_TEXT_CHARS))
         if self.state is S.LISTENING and self.listen_mode is not ListenMode.REALTIME:
             self._stop_streaming()
             self.set_state(S.THINKING)
@@ -413,17 +434,46 @@ class Conversation:
             self._new_turn("server", self.clock.now())
         if self.listen_mode is not ListenMode.REALTIME and self._streaming:
             self._stop_streaming()
-        self._alarm.cancel()
         self.playback.begin_reply()
         self.set_state(S.SPEAKING)
+        now = self.clock.now()
+        self._reply_began = self._reply_heard = now
+        self._alarm.set(REPLY_STALL_S, self._check_reply)
 
     def _on_speech_audio(self, event: SpeechAudio) -> None:
         if self.state is not S.SPEAKING or self.turn is None:
             self.playback.discard()
             return
-        self.turn.mark("first_reply_audio", self.clock.now())
+        now = self.clock.now()
+        self._reply_heard = now
+        self.turn.mark("first_reply_audio", now)
         self.turn.bytes_down += len(event.payload)
         self.playback.play(event)
+
+    def _check_reply(self) -> None:
+        """While speaking: a server that stops sending audio, or never stops, cannot hold the device."""
+        if self.state is not S.SPEAKING:
+            return
+        now = self.clock.now()
+        if self.speaker.buffer.buffered() > 0:  # still playing what came: a burst sent ahead is not a stall
+            self._reply_heard = now
+        silent, length = now - self._reply_heard, now - self._reply_began
+        if silent < REPLY_STALL_S and length < MAX_REPLY_S:
+            self._alarm.set(min(REPLY_STALL_S - silent, MAX_REPLY_S - length), self._check_reply)
+            return
+        self._cause = "reply watchdog"
+        why = (
+            f"no reply audio for {silent:.0f} s"
+            if silent >= REPLY_STALL_S
+            else f"longer than {MAX_REPLY_S:.0f} s"
+        )
+        log.warning("reply ended: %s (the server kept the device speaking)", why)
+        if self.turn is not None:
+            self.turn.errors.append(f"reply cut: {why}")
+        self.uplink.control(lambda: self.backend.abort(""))
+        self.playback.stop()
+        self._end_turn("reply_cut")
+        self.set_state(S.IDLE)
 
     def _on_alert(self, event: Alert) -> None:
         if event.status == "activation":

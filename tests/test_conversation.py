@@ -16,7 +16,16 @@ import pytest
 from companion.audio.endpointer import Endpointer
 from companion.clock import ManualClock
 from companion.config import AudioSettings, VadSettings
-from companion.conversation import FOLLOW_UP_S, REPLY_TIMEOUT_S, TRANSITIONS, Conversation, Turn
+from companion.conversation import (
+    FOLLOW_UP_S,
+    MAX_REPLY_S,
+    MAX_TURN_TEXT,
+    REPLY_STALL_S,
+    REPLY_TIMEOUT_S,
+    TRANSITIONS,
+    Conversation,
+    Turn,
+)
 from companion.events import (
     Alert,
     Connected,
@@ -25,6 +34,7 @@ from companion.events import (
     Emotion,
     ListenMode,
     ListenRequested,
+    ReplyText,
     SpeechAudio,
     SpeechEnded,
     SpeechStarted,
@@ -358,3 +368,75 @@ async def test_a_tts_stop_after_the_reply_has_drained_never_reaches_the_speaker(
         # The duplicate that came while the reply drained only ends the closed stream again (harmless);
         # the late one, after the turn moved on, is ignored.
         assert r.sink.events == ["begin", "end", "close", "end"]
+
+
+# ---------------------------------------------------------------- seen against real servers
+
+
+async def test_realtime_mode_hears_the_next_utterance_after_a_reply_played_to_the_end() -> None:
+    async with rig(ListenMode.REALTIME) as r:
+        for step in [Connected(), "speak", Transcript("first"), SpeechStarted(), REPLY, SpeechEnded(),
+                     ("await", S.LISTENING), "settle"]:  # fmt: skip
+            await r.do(step)
+        sent_before = len(r.backend.audio())
+        for step in ["speak", Transcript("second"), SpeechStarted(), REPLY, SpeechEnded(),
+                     ("await", S.LISTENING), "settle"]:  # fmt: skip
+            await r.do(step)
+        assert [(t.transcript, t.outcome) for t in r.turns] == [
+            ("first", "completed"),
+            ("second", "completed"),
+        ]
+        assert len(r.backend.audio()) > sent_before  # the second utterance was streamed
+        assert r.backend.names().count("start_listening") == 1  # realtime listens once, for good
+
+
+async def test_a_tool_call_shown_as_stt_does_not_replace_what_the_user_said() -> None:
+    async with rig() as r:
+        for step in [Connected(), "speak", Transcript("turn it up")]:
+            await r.do(step)
+        heard_at = r.conv.turn.marks["stt"] if r.conv.turn else None
+        r.clock.advance(0.5)
+        for step in [Transcript("% self_audio_speaker_set_volume"), SpeechStarted(), REPLY, SpeechEnded(),
+                     ("await", S.LISTENING)]:  # fmt: skip
+            await r.do(step)
+        (turn,) = r.turns
+        assert turn.transcript == "turn it up" and turn.marks["stt"] == heard_at
+
+
+async def test_a_server_that_keeps_the_device_speaking_without_audio_is_cut_off() -> None:
+    async with rig() as r:
+        for step in [Connected(), "speak", Transcript("hi"), SpeechStarted(), REPLY, "settle"]:
+            await r.do(step)
+        await asyncio.wait_for(r.sink.wait_for(lambda: r.sink.buffer.buffered() == 0), WAIT_S)
+        r.clock.advance(REPLY_STALL_S - 1)
+        assert r.conv.state is S.SPEAKING  # a pause in a reply is not yet a stall
+        r.conv.on_backend_event(Emotion("happy"))  # anything but audio keeps nothing alive
+        r.clock.advance(2)
+        await r.do("settle")
+        assert r.conv.state is S.IDLE
+        assert [t.outcome for t in r.turns] == ["reply_cut"] and "abort" in r.backend.names()
+
+
+async def test_no_reply_holds_the_device_speaking_past_the_maximum_length() -> None:
+    async with rig() as r:
+        for step in [Connected(), "speak", Transcript("hi"), SpeechStarted()]:
+            await r.do(step)
+        elapsed = 0.0
+        while elapsed < MAX_REPLY_S + 60 and r.conv.state is S.SPEAKING:
+            await r.do(REPLY)  # audio keeps coming, forever
+            r.clock.advance(10.0)
+            elapsed += 10.0
+        assert r.conv.state is S.IDLE and MAX_REPLY_S <= elapsed <= MAX_REPLY_S + 20
+        assert r.turns[0].outcome == "reply_cut"
+
+
+async def test_server_text_kept_in_a_turn_is_bounded() -> None:
+    async with rig() as r:
+        for step in [Connected(), "speak", Transcript("x" * 100_000), SpeechStarted()]:
+            await r.do(step)
+        for _ in range(100):
+            await r.do(ReplyText("y" * 10_000, 0))
+        await r.do(SpeechEnded())
+        await r.do(("await", S.LISTENING))
+        (turn,) = r.turns
+        assert len(turn.transcript) <= MAX_TURN_TEXT and sum(map(len, turn.reply)) <= MAX_TURN_TEXT
