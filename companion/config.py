@@ -152,7 +152,9 @@ class XiaozhiSettings:
     tls_ca: str = setting("", "PEM file of a CA to trust for wss:// and https:// (self-hosted servers)")
     language: str = setting("zh-CN", "Accept-Language sent to OTA")
     reboot_action: str = setting(
-        "restart", "what a server 'system reboot' does", choices=("restart", "ignore")
+        "restart",
+        "what a server 'system reboot' or the agent's self.reboot tool does",
+        choices=("restart", "ignore"),
     )
     custom_replace_prompt: dict[str, Any] = setting(
         {}, "Qiniu agent_params.custom_replace_prompt placeholders"

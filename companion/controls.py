@@ -29,6 +29,7 @@ class RuntimeControls(MemoryControls):
     restart: Callable[[], None] | None = None
     backend_name: str = ""
     clock: Clock = field(default_factory=LoopClock)
+    reboot_allowed: bool = True  # False with xiaozhi.reboot_action = "ignore": no server nor tool reboots
 
     def __post_init__(self) -> None:
         self._apply_gain()
@@ -93,6 +94,8 @@ class RuntimeControls(MemoryControls):
         return self.indicator
 
     async def reboot(self) -> None:
+        if not self.reboot_allowed:
+            raise ToolError('reboot is turned off on this device (xiaozhi.reboot_action = "ignore")')
         await super().reboot()
         if self.restart is not None:
             # after the tool's reply has gone out, as the firmware waits before rebooting

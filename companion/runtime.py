@@ -21,7 +21,7 @@ from .config import Settings
 from .controls import RuntimeControls
 from .conversation import Conversation, Turn
 from .cues import Cues
-from .errors import ConfigError
+from .errors import AudioDeviceError, ConfigError
 from .events import (
     Backend,
     BackendEvent,
@@ -173,7 +173,12 @@ class Runtime:
         if isinstance(event, Disconnected):
             self.reconnects += 1
         assert self.conversation is not None
-        self.conversation.on_backend_event(event)
+        try:
+            self.conversation.on_backend_event(event)
+        except AudioDeviceError as exc:  # the speaker, not the network: the channel must not reconnect
+            log.error("%s", exc)
+        except Exception:  # a bug in handling one event must not end the session
+            log.exception("handling %s failed; the session goes on", type(event).__name__)
 
     def _build_indicator(self, conv: Conversation) -> Indicator:
         """The LED bridge (or nothing): it follows the state machine, and its button drives turns."""
@@ -259,6 +264,7 @@ class Runtime:
             restart=self.reload,
             backend_name=settings.backend.kind,
             clock=conv.clock,
+            reboot_allowed=settings.xiaozhi.reboot_action != "ignore",
         )
         self.tools = ToolServer.for_device(
             self.controls, name=settings.xiaozhi.board_name, leds=bool(settings.bridge.port)

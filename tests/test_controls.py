@@ -113,3 +113,16 @@ async def test_reboot_restarts_one_second_after_the_reply_by_the_clock() -> None
     assert restarts == []
     clock.advance(0.2)
     assert restarts == [start + 1.0] and controls.reboots == 1
+
+
+async def test_with_reboot_action_ignore_the_agent_s_reboot_tool_is_refused_too() -> None:
+    controls, _, _, clock = wired()
+    restarts: list[float] = []
+    controls.restart = lambda: restarts.append(clock.now())
+    controls.reboot_allowed = False
+    reply = await ToolServer.for_device(controls, name="b").handle(call("self.reboot", {}))
+    assert reply is not None
+    text = json.dumps(reply)
+    assert "reboot is turned off" in text and "reboot_action" in text
+    clock.advance(5.0)
+    assert restarts == [] and controls.reboots == 0

@@ -72,3 +72,32 @@ async def test_tools_called_by_the_server_act_on_speaker_and_leds(
             await asyncio.wait_for(task, 5)
             emulator.stop()
             await board
+
+
+async def test_reboot_action_ignore_also_refuses_the_agent_s_reboot_tool(
+    speech_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    async with EchoServer(port=0) as server:
+        settings = load_settings(
+            None,
+            [
+                f'xiaozhi.websocket_url="{server.websocket_url}"',
+                'xiaozhi.reboot_action="ignore"',
+                "telemetry.enabled=false",
+                f'audio.output="{tmp_path / "out.wav"}"',
+                f'audio.input="{speech_wav}"',
+                "backend.trigger=button",
+            ],
+        )
+        runtime = Runtime(settings, RunOptions(console_button=False))
+        task = asyncio.create_task(runtime.run())
+        try:
+            await server.wait_until(lambda: any(r.mcp_initialized for r in server.records), 10)
+            reply = await server.call_tool("self.reboot", {})
+            assert "reboot is turned off" in json.dumps(reply)
+            await asyncio.sleep(1.5)  # a reboot would have been scheduled 1 s after the reply
+            assert not runtime.reload_requested and not task.done()
+        finally:
+            runtime.stop()
+            await asyncio.wait_for(task, 5)
