@@ -136,6 +136,11 @@ class Conversation:
             self.set_emotion("neutral")
         self.state_listeners(old, new)
 
+    @property
+    def busy(self) -> bool:
+        """True mid-turn (listening, thinking, or a reply still playing): not a moment to reconnect."""
+        return self.state in (S.LISTENING, S.THINKING, S.SPEAKING)
+
     async def wait_for_state(self, *states: DeviceState) -> DeviceState:
         """Return once the state is one of `states` (callers bound the wait with a timeout)."""
         while self.state not in states:

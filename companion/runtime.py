@@ -73,9 +73,12 @@ def build_sink(settings: Settings) -> AudioSink:
 
 
 def build_backend(
-    settings: Settings, sink: EventSink, on_activation: Callable[[Any], None] | None = None
+    settings: Settings,
+    sink: EventSink,
+    on_activation: Callable[[Any], None] | None = None,
+    busy: Callable[[], bool] | None = None,
 ) -> Backend:
-    """The voice agent backend chosen by backend.kind."""
+    """The voice agent backend chosen by backend.kind; `busy` says the device is mid-turn."""
     if settings.backend.kind == "chatbot_v3":
         from .backends.chatbot_v3 import ChatbotV3Backend
 
@@ -87,7 +90,7 @@ def build_backend(
         )
     from .backends.xiaozhi import XiaozhiBackend
 
-    return XiaozhiBackend(settings, sink, on_activation=on_activation)
+    return XiaozhiBackend(settings, sink, on_activation=on_activation, busy=busy)
 
 
 def listen_mode_for(settings: Settings) -> ListenMode:
@@ -236,7 +239,12 @@ class Runtime:
         settings = self.settings
         self.sink = build_sink(settings)
         self.source = build_source(settings) if self.options.capture else None
-        self.backend = build_backend(settings, self._dispatch, self._activation_code)
+        self.backend = build_backend(
+            settings,
+            self._dispatch,
+            self._activation_code,
+            busy=lambda: self.conversation is not None and self.conversation.busy,
+        )
         endpointer = Endpointer(settings.vad.effective(settings.audio.echo), emit_quiet=True)
         conv = Conversation(
             self.backend,

@@ -440,3 +440,18 @@ async def test_server_text_kept_in_a_turn_is_bounded() -> None:
         await r.do(("await", S.LISTENING))
         (turn,) = r.turns
         assert len(turn.transcript) <= MAX_TURN_TEXT and sum(map(len, turn.reply)) <= MAX_TURN_TEXT
+
+
+async def test_the_device_is_busy_from_listening_until_the_reply_has_played() -> None:
+    async with rig() as r:
+        await r.do(Connected())
+        assert not r.conv.busy
+        r.speak()
+        assert r.conv.busy  # listening
+        for step in [Transcript("hi"), SpeechStarted(), REPLY, "hold drain", SpeechEnded()]:
+            await r.do(step)
+        assert r.conv.busy  # the server is done, the speaker is not
+        await r.do("release drain")
+        await r.do(("await", S.LISTENING))
+        r.clock.advance(FOLLOW_UP_S + 0.1)
+        assert r.conv.state is S.IDLE and not r.conv.busy

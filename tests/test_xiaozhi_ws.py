@@ -415,3 +415,19 @@ def test_close_reasons_say_who_closed_and_why() -> None:
     ping = close_reason(ConnectionClosedError(None, Close(1011, "keepalive ping timeout")), limit)
     assert "stopped answering pings" in ping
     assert "without a close frame" in close_reason(ConnectionClosedError(None, None), limit)
+
+
+async def test_a_planned_reconnect_waits_until_the_device_has_finished_playing() -> None:
+    """After `notify config_updated` the wire goes quiet as soon as the last packet is sent, seconds
+    before the speaker has played it: the reconnect waits for the device, not only for the wire."""
+    playing = [True]
+    notify = json.dumps({"type": "notify", "event": "config_updated"})
+    async with ScriptedServer([notify]) as server:
+        hellos = lambda: sum(isinstance(m, str) and '"hello"' in m for m in server.received)  # noqa: E731
+        async with BackendHarness(fast_settings(server.url, settle_ms=0), busy=lambda: playing[0]) as h:
+            await h.wait_connected()
+            await asyncio.sleep(3.0)  # past the 2 s of quiet a planned reconnect waits for
+            assert hellos() == 1 and h.count(Disconnected) == 0
+            playing[0] = False  # the reply has played out
+            await h.wait_for(lambda: hellos() >= 2, 10)
+        assert "configuration was updated" in h.of(Disconnected)[0].reason

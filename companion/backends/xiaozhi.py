@@ -36,11 +36,14 @@ class XiaozhiBackend:
         *,
         identity: Identity | None = None,
         on_activation: Callable[[ota.Activation], None] | None = None,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
+        """`busy`: True while the device is mid-turn; planned reconnects wait for it to be False."""
         self.settings = settings
         self._sink = sink
         self.identity = identity or load_identity(settings.xiaozhi)
         self._on_activation = on_activation
+        self._busy = busy
         self.inner: Backend | None = None
         self.backoff = Backoff(cap=settings.backend.reconnect_max_s)
         # fail at once on an unusable tls_ca and learn the uplink format the websocket would use
@@ -100,6 +103,7 @@ class XiaozhiBackend:
             reconnect_max_s=self.settings.backend.reconnect_max_s,
             ota_reply=reply,
             on_activation=self._on_activation,
+            busy=self._busy,
         )
         return backend
 

@@ -698,7 +698,7 @@ class XiaozhiMqttBackend(XiaozhiTransport):
 
     def _quiet(self) -> bool:
         session = self.session
-        if session.speaking or session.awaiting_reply or self._control.locked():
+        if session.speaking or session.awaiting_reply or self._control.locked() or self._busy():
             return False
         return time.monotonic() - self._last_activity >= PLANNED_REOPEN_QUIET_S
 

@@ -27,6 +27,7 @@ class TransportOptions(TypedDict, total=False):
     backoff: Backoff | None
     ota_reply: ota.OtaReply | None  # a reply the caller already has: the first OTA check is skipped
     on_activation: Callable[[ota.Activation], None] | None
+    busy: Callable[[], bool] | None  # the device is mid-turn (a reply still playing): planned reconnects wait
 
 
 class XiaozhiTransport:
@@ -66,6 +67,7 @@ class XiaozhiTransport:
         self._ota_reply = ota_reply
         self._on_activation = on_activation
         self._activation_code = ota.activation_reporter(sink, on_activation)  # OTA's on_code
+        self._busy: Callable[[], bool] = options.get("busy") or (lambda: False)
         self._ssl: ssl.SSLContext = client_context(settings.tls_ca)
         self._log = log
         self.stats: Counter[str] = Counter()

@@ -361,9 +361,10 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
                         self._auth_failed = True
 
     def _turn_over(self) -> bool:
-        """True when no turn is under way: not speaking, no reply awaited, nothing sent for a while."""
+        """True when no turn is under way: not speaking, no reply awaited, nothing sent for a while, and
+        the device not still playing a reply (the wire goes quiet well before the speaker does)."""
         session = self.session
-        if session is None or session.speaking or session.awaiting_reply:
+        if session is None or session.speaking or session.awaiting_reply or self._busy():
             return False
         return time.monotonic() - self._last_activity >= PLANNED_RECONNECT_QUIET_S
 
