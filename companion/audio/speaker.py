@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import AudioDeviceError
+from ..errors import AudioDeviceError, ConfigError
 from .jitter import JitterBuffer
 from .portaudio import find_device, negotiate, sounddevice
 from .resample import MonoResampler
@@ -188,7 +188,14 @@ class WavSpeaker(_SinkBase):
     def __init__(self, path: str | Path, rate: int, prebuffer_ms: int) -> None:
         super().__init__(rate, rate, prebuffer_ms)
         self.path = Path(path)
-        self._wav = wave.open(str(self.path), "wb")  # noqa: SIM115 - closed in close()
+        try:
+            self._file = self.path.open("wb")  # opened here, so a bad path leaves no half-made writer
+        except OSError as exc:
+            raise ConfigError(
+                f"audio.output: cannot write the WAV file {str(self.path)!r}: {exc.strerror or exc}"
+                + (" (its folder must exist)" if not self.path.parent.is_dir() else "")
+            ) from None
+        self._wav = wave.open(self._file, "wb")  # noqa: SIM115 - closed in shutdown()
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
         self._wav.setframerate(rate)
@@ -224,3 +231,4 @@ class WavSpeaker(_SinkBase):
         """Close the file."""
         await self.close()
         self._wav.close()
+        self._file.close()
