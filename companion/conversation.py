@@ -141,6 +141,19 @@ class Conversation:
         """True mid-turn (listening, thinking, or a reply still playing): not a moment to reconnect."""
         return self.state in (S.LISTENING, S.THINKING, S.SPEAKING)
 
+    def part_down(self, part: str, reason: str) -> None:
+        """A part the device cannot work without (the microphone) failed: the turn ends, the state
+        says error (LEDs and cue) until `part_up`."""
+        self._cause = f"{part} failed"
+        self._end_turn("error")
+        self.set_state(S.ERROR)
+
+    def part_up(self, part: str) -> None:
+        """The failed part works again: back to idle (or to connecting, if the server is away)."""
+        self._cause = f"{part} works again"
+        if self.state is S.ERROR:
+            self.set_state(S.IDLE if self.backend.connected else S.CONNECTING)
+
     async def wait_for_state(self, *states: DeviceState) -> DeviceState:
         """Return once the state is one of `states` (callers bound the wait with a timeout)."""
         while self.state not in states:

@@ -35,6 +35,7 @@ from .events import (
 from .indicators import Indicator, NullIndicator
 from .service import Notifier, Watchdog, install_signal_handlers
 from .state_dir import state_dir
+from .supervisor import Supervisor
 from .telemetry import Telemetry, TurnRecord, build_telemetry
 from .tools.server import ToolServer
 
@@ -136,6 +137,9 @@ class Runtime:
         self.ready_at: float | None = None
         self._stop = asyncio.Event()
         self._exit_code = 0
+        self.fatal: ConfigError | None = None  # why a part could not run at all
+        self.supervisor: Supervisor | None = None
+        self._capture_failed = False
         self.tools: ToolServer | None = None
         self.controls: RuntimeControls | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
@@ -292,15 +296,24 @@ class Runtime:
                 on_hup=self.reload,
                 notifier=self.notifier,
             )
+        supervisor = Supervisor(
+            on_fatal=self._fatal,
+            on_down=lambda part, reason: conv.part_down(part, reason) if part == "microphone" else None,
+            on_up=conv.part_up,
+        )
+        self.supervisor = supervisor
+        backend, indicator = self.backend, self.indicator
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(self.backend.run(), name="backend"),
-                    group.create_task(conv.run(), name="conversation"),
+                    group.create_task(supervisor.run("backend", backend.run), name="backend"),
+                    group.create_task(supervisor.run("conversation", conv.run), name="conversation"),
                 ]
                 if self.source is not None:
-                    tasks.append(group.create_task(self._capture(), name="capture"))
-                tasks.append(group.create_task(self.indicator.run(), name="bridge"))
+                    tasks.append(
+                        group.create_task(supervisor.run("microphone", self._capture), name="capture")
+                    )
+                tasks.append(group.create_task(supervisor.run("bridge", indicator.run), name="bridge"))
                 if self.options.console_button and sys.stdin is not None and sys.stdin.isatty():
                     tasks.append(group.create_task(self._console_button(), name="console"))
                 for make in self.options.extra_tasks:
@@ -324,15 +337,34 @@ class Runtime:
                 signals.remove()
             if self.telemetry is not None:
                 self.telemetry.close()
+        if self.fatal is not None:
+            raise self.fatal  # the CLI prints it as one line and exits with its status
         return self._exit_code
 
+    def _fatal(self, exc: ConfigError) -> None:
+        """A part cannot run with this configuration: stop, and let the CLI say why in one line."""
+        self.fatal = exc
+        self.stop(exc.exit_code)
+
     async def _capture(self) -> None:
+        """Feed the conversation from the microphone; after a failure the device is opened again by
+        name (a replugged USB mic, a restarted sound server)."""
         assert self.source is not None and self.conversation is not None
         if isinstance(self.source, WavSource):
             # A file is a recording of someone talking: start it once the daemon can listen, or its
             # first words would fall into the connecting state.
             await self.conversation.wait_for_state(DeviceState.IDLE)
+        if isinstance(self.source, DeviceCapture) and self._capture_failed:
+            with contextlib.suppress(Exception):
+                await self.source.close()
+            self.source = build_source(self.settings)
+        self._capture_failed = True  # until it delivers, a return or an error means it failed
+        first = True
         async for block in self.source.blocks():
+            if first:
+                first = False
+                assert self.supervisor is not None
+                self.supervisor.up("microphone")
             self.conversation.on_audio(block)
 
     async def _console_button(self) -> None:

@@ -36,6 +36,9 @@ class AudioSource(Protocol):
     def healthy(self, now: float) -> bool: ...
 
 
+STALL_S = 2.0  # no capture callback for this long: the device is gone
+
+
 class DeviceCapture:
     """Captures from a PortAudio input device at any rate and channel count."""
 
@@ -106,7 +109,13 @@ class DeviceCapture:
             self.start()
         ring = self._ring
         while not self._closed:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), STALL_S)
+            except TimeoutError:  # the callback stopped: the device is gone or its sound server died
+                raise AudioDeviceError(
+                    f"input device {self._device.name!r} stopped delivering audio for {STALL_S:g} s "
+                    "(unplugged, or its sound server stopped?)"
+                ) from None
             self._wake.clear()
             written = self._written
             if written - self._read > len(ring):  # the loop fell behind by a whole ring: drop the oldest

@@ -84,6 +84,14 @@ class PulseServer:
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
+    def crash(self) -> None:
+        """Kill the server as a crash would (SIGKILL), keeping its address: `start()` brings it back."""
+        for proc in reversed(self._procs):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(timeout=5)
+        self._procs.clear()
+
     def stop(self) -> None:
         """Stop everything started here and remove the runtime directory."""
         for proc in reversed(self._procs):
