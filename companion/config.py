@@ -426,9 +426,9 @@ def _read_text(path: Path) -> str:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB, not a config file")
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB, not a config file")
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # editors on Windows may start the file with a byte order mark
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
 
@@ -522,6 +522,10 @@ def _check_together(settings: Settings, source: str) -> None:
             f"{source}: vad.start_voiced ({vad.start_voiced}) is larger than vad.start_window "
             f"({vad.start_window}): speech could never start; make start_voiced ≤ start_window"
         )
+    if settings.audio.input == "bridge" and not settings.bridge.port:
+        raise ConfigError(
+            f"{source}: audio.input = 'bridge' needs bridge.port ('auto' or a serial device), which is ''"
+        )
 
 
 def _build_section(cls: type, section: str, values: Mapping[str, Any], source: str) -> Any:
@@ -542,6 +546,8 @@ def _check_value(where: str, hint: Any, meta: Mapping[str, Any], value: Any) -> 
     value = _check_type(where, hint, value, secret)
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if isinstance(value, dict | list) and not _all_finite(value):
+        raise ConfigError(f"{where}: expected finite numbers, found nan or inf inside")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         expected = " or ".join(repr(c) for c in choices)
@@ -556,6 +562,16 @@ def _check_value(where: str, hint: Any, meta: Mapping[str, Any], value: Any) -> 
     if value and meta.get("host_port"):
         _check_host_port(where, value)
     return value
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 def _check_url(where: str, value: str, schemes: tuple[str, ...]) -> None:

@@ -114,7 +114,7 @@ def test_an_unreadable_config_exits_78_with_one_line(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[vad]\naggressiveness = 3\n")
     path.chmod(0)
-    assert_one_line_78(run_cli("run", "--config", str(path)), str(path), "cannot read")
+    assert_one_line_78(run_cli("run", "--config", str(path)), str(path))
 
 
 # ------------------------------------------------------------------------------------------ secrets
@@ -234,3 +234,24 @@ def test_good_urls_are_accepted(key: str, url: str) -> None:
 def test_an_ftp_websocket_url_exits_78_instead_of_retrying() -> None:
     result = run_cli("run", "--set", "xiaozhi.websocket_url=ftp://127.0.0.1/x")
     assert_one_line_78(result, "--set xiaozhi.websocket_url: expected a ws:// or wss:// URL")
+
+
+def test_a_non_finite_number_inside_a_table_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[xiaozhi]\ncustom_replace_prompt = { weight = nan }\n")
+    with pytest.raises(ConfigError, match=rf"{path}: xiaozhi.custom_replace_prompt: expected finite numbers"):
+        load_settings(path)
+
+
+def test_a_file_saved_with_a_utf8_byte_order_mark_loads(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xef\xbb\xbf[vad]\naggressiveness = 3\n")
+    assert load_settings(path).vad.aggressiveness == 3
+
+
+def test_the_bridge_microphone_without_a_bridge_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, ["audio.input=bridge"])
+    assert str(err.value).startswith("--set: audio.input")
+    assert "bridge.port" in str(err.value)
+    assert load_settings(None, ["audio.input=bridge", "bridge.port=auto"]).audio.input == "bridge"
