@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -385,7 +386,7 @@ def find_config(explicit: str | None) -> Path | None:
     env = os.environ.get("COMPANION_CONFIG")
     if env:
         return _named_file(Path(env), "fix or unset COMPANION_CONFIG", f"COMPANION_CONFIG={env}")
-    for path in config_search_path()[1:]:
+    for path in config_search_path():  # $COMPANION_CONFIG is unset here
         if path.is_file():
             return path
     return None
@@ -576,15 +577,23 @@ def _all_finite(value: Any) -> bool:
 
 def _check_url(where: str, value: str, schemes: tuple[str, ...]) -> None:
     expected = " or ".join(f"{s}://" for s in schemes)
+    shown = _shown_url(value)
     try:
         parts = urllib.parse.urlsplit(value)
         port = parts.port  # ValueError when out of 0..65535 or not a number
     except ValueError:
-        raise ConfigError(f"{where}: expected a {expected} URL with a port 1..65535, got {value!r}") from None
+        raise ConfigError(f"{where}: expected a {expected} URL with a port 1..65535, got {shown}") from None
     if parts.scheme.lower() not in schemes or not parts.hostname:
-        raise ConfigError(f"{where}: expected a {expected} URL with a host, got {value!r}")
+        raise ConfigError(f"{where}: expected a {expected} URL with a host, got {shown}")
     if port == 0:
-        raise ConfigError(f"{where}: expected a {expected} URL with a port 1..65535, got {value!r}")
+        raise ConfigError(f"{where}: expected a {expected} URL with a port 1..65535, got {shown}")
+
+
+def _shown_url(value: str) -> str:
+    """A URL for an error message without what may hold a secret: user:password@ and the query."""
+    shown = re.sub(r"//[^/?#]*@", "//…@", value, count=1)
+    head, query, _ = shown.partition("?")
+    return repr(head + ("?…" if query else ""))
 
 
 def _check_host_port(where: str, value: str) -> None:

@@ -255,3 +255,21 @@ def test_the_bridge_microphone_without_a_bridge_is_refused_at_load() -> None:
     assert str(err.value).startswith("--set: audio.input")
     assert "bridge.port" in str(err.value)
     assert load_settings(None, ["audio.input=bridge", "bridge.port=auto"]).audio.input == "bridge"
+
+
+def test_without_companion_config_the_systemd_configuration_directory_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COMPANION_CONFIG", raising=False)
+    monkeypatch.setenv("CONFIGURATION_DIRECTORY", str(tmp_path))
+    (tmp_path / "companion.toml").write_text("[vad]\naggressiveness = 1\n")
+    assert load_settings().source == str(tmp_path / "companion.toml")
+
+
+def test_a_url_in_an_error_never_shows_its_query_or_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[xiaozhi]\nwebsocket_url = "ftp://user:pw-5521@host/x?token=tk-7731"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert "pw-5521" not in str(err.value) and "tk-7731" not in str(err.value)
+    assert "ftp://" in str(err.value)
