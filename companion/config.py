@@ -7,10 +7,13 @@ limits in `metadata`, so validation and the commented default config come from o
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,18 @@ from .errors import ConfigError
 
 OFFICIAL_OTA_URL = "https://api.tenclass.net/xiaozhi/ota/"
 MINDCRAFT_SOCKET_URL = "wss://api.mindcraft.com.cn/socket-v1/"
+WEBSOCKET_SCHEMES = ("ws", "wss")
+HTTP_SCHEMES = ("http", "https")
+MAX_CONFIG_BYTES = 1024 * 1024  # a real file is a few KiB; anything this large is not a config
+
+# Where each secret should come from instead of the config file or the command line: the systemd
+# credential ID (LoadCredential=) and the environment variable. The credential wins over the
+# environment, which wins over the file (docs/service.md).
+SECRET_SOURCES: dict[tuple[str, str], tuple[str | None, str]] = {
+    ("xiaozhi", "token"): ("xiaozhi-token", "COMPANION_XIAOZHI_TOKEN"),
+    ("chatbot_v3", "api_key"): ("mindcraft-key", "COMPANION_MINDCRAFT_KEY"),
+    ("xiaozhi", "mqtt_password"): (None, "COMPANION_XIAOZHI_MQTT_PASSWORD"),
+}
 
 
 def setting(
@@ -29,9 +44,16 @@ def setting(
     choices: Iterable[Any] | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
+    url: tuple[str, ...] | None = None,
+    host_port: bool = False,
 ) -> Any:
-    """A dataclass field with its one-line documentation and limits."""
+    """A dataclass field with its one-line documentation and limits (`url`: the schemes allowed,
+    `host_port`: a 'host[:port]' address)."""
     meta: dict[str, Any] = {"doc": doc}
+    if url is not None:
+        meta["url"] = url
+    if host_port:
+        meta["host_port"] = True
     if choices is not None:
         meta["choices"] = tuple(choices)
     if minimum is not None:
@@ -130,8 +152,12 @@ class BackendSettings:
 class XiaozhiSettings:
     """xiaozhi.me, Qiniu and self-hosted xiaozhi-esp32-server."""
 
-    ota_url: str = setting(OFFICIAL_OTA_URL, "OTA endpoint that hands out the websocket/MQTT address")
-    websocket_url: str = setting("", "skip OTA and connect here (e.g. ws://host:8000/xiaozhi/v1/)")
+    ota_url: str = setting(
+        OFFICIAL_OTA_URL, "OTA endpoint that hands out the websocket/MQTT address", url=HTTP_SCHEMES
+    )
+    websocket_url: str = setting(
+        "", "skip OTA and connect here (e.g. ws://host:8000/xiaozhi/v1/)", url=WEBSOCKET_SCHEMES
+    )
     token: str = setting("", "bearer token for websocket_url (secret: prefer COMPANION_XIAOZHI_TOKEN)")
     protocol_version: int = setting(1, "websocket binary framing version", choices=(1, 2, 3))
     transport: str = setting("auto", "'auto' follows the OTA reply", choices=("auto", "websocket", "mqtt"))
@@ -171,7 +197,9 @@ class XiaozhiSettings:
     )
     # MQTT + UDP transport (xiaozhi_mqtt.py); normally everything comes from the OTA reply's mqtt block
     mqtt_endpoint: str = setting(
-        "", "skip OTA and use this MQTT broker, host[:port]; TLS on port 8883, the default port"
+        "",
+        "skip OTA and use this MQTT broker, host[:port]; TLS on port 8883, the default port",
+        host_port=True,
     )
     mqtt_client_id: str = setting("", "MQTT client id when mqtt_endpoint is set")
     mqtt_username: str = setting("", "MQTT username when mqtt_endpoint is set")
@@ -191,7 +219,7 @@ class XiaozhiSettings:
 class ChatbotV3Settings:
     """Mindcraft chat_bot_v3 socket agent."""
 
-    url: str = setting(MINDCRAFT_SOCKET_URL, "agent socket URL")
+    url: str = setting(MINDCRAFT_SOCKET_URL, "agent socket URL", url=WEBSOCKET_SCHEMES)
     api_key: str = setting("", "API key (secret: prefer COMPANION_MINDCRAFT_KEY)")
     # agent_action parameters (seed 004); an empty string is not sent, so the server's default applies
     mode: str = setting("pro", "agent mode", choices=("pro", "standard", "customize"))
@@ -236,7 +264,9 @@ class ChatbotV3Settings:
         "auto", "language of the conversation", choices=("auto", "zh", "en", "ja", "yue", "ko")
     )
     # this client's own behaviour
-    rest_url: str = setting("https://api.mindcraft.com.cn/v1/", "REST API base (sessions, messages)")
+    rest_url: str = setting(
+        "https://api.mindcraft.com.cn/v1/", "REST API base (sessions, messages)", url=HTTP_SCHEMES
+    )
     create_session: bool = setting(
         True, "create a session token over REST when session_token is empty and none is remembered"
     )
@@ -354,53 +384,132 @@ def config_search_path() -> list[Path]:
 
 
 def find_config(explicit: str | None) -> Path | None:
-    """The config file to load, or None to run on defaults."""
+    """The config file to load, or None to run on defaults.
+
+    A file named explicitly (by --config or $COMPANION_CONFIG) must exist: running on defaults
+    because of a typo in a path would go unnoticed.
+    """
     if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise ConfigError(f"{explicit}: config file not found (give an existing file to --config)")
-        return path
-    for path in config_search_path():
+        return _named_file(Path(explicit), "give an existing file to --config", explicit)
+    env = os.environ.get("COMPANION_CONFIG")
+    if env:
+        return _named_file(Path(env), "fix or unset COMPANION_CONFIG", f"COMPANION_CONFIG={env}")
+    for path in config_search_path():  # $COMPANION_CONFIG is unset here
         if path.is_file():
             return path
     return None
 
 
+def _named_file(path: Path, fix: str, shown: str) -> Path:
+    if path.is_dir():
+        raise ConfigError(f"{shown}: is a directory, not a config file ({fix})")
+    if not path.exists():
+        raise ConfigError(f"{shown}: config file not found ({fix})")
+    return path
+
+
 def load_settings(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Settings:
-    """Load, merge `--set SECTION.KEY=VALUE` overrides, validate; raises ConfigError naming the key."""
+    """Load, merge `--set SECTION.KEY=VALUE` overrides, validate, then apply the secrets from systemd
+    credentials and the environment; raises ConfigError naming the source and the key."""
     file_path = find_config(str(path) if path else None)
     data: dict[str, Any] = {}
     source = "<defaults>"
     if file_path is not None:
         source = str(file_path)
-        try:
-            data = tomllib.loads(file_path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+        data = _parse(_read_text(file_path), source)
+        settings_from_mapping(data, source)  # the file's own errors name the file
+    overrides = list(overrides)
     for item in overrides:
         _apply_override(data, item)
-    return settings_from_mapping(data, source)
+    together = source
+    if overrides:
+        together = "--set" if file_path is None else f"{source} with --set"
+    settings = settings_from_mapping(data, source, together=together)
+    return _with_secrets(settings)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB, not a config file")
+    try:
+        return raw.decode("utf-8-sig")  # editors on Windows may start the file with a byte order mark
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
+
+
+def _parse(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML: tables or lists nested too deeply") from None
 
 
 def _apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     section, dot, name = key.strip().partition(".")
     if not sep or not dot or not section or not name:
-        raise ConfigError(f"--set {item}: expected SECTION.KEY=VALUE, e.g. --set audio.input=mic.wav")
+        shown = item if not _is_secret(item.partition("=")[0]) else key
+        raise ConfigError(f"--set {shown}: expected SECTION.KEY=VALUE, e.g. --set audio.input=mic.wav")
+    where = f"--set {section}.{name}"
+    if (section, name) in SECRET_SOURCES or _is_secret(name):
+        hint = _secret_hint(section, name)
+        raise ConfigError(f"{where}: secrets are not taken on the command line (visible in ps); {hint}")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw  # bare words are strings: --set audio.input=default
+    except RecursionError:
+        raise ConfigError(f"{where}: value nested too deeply") from None
+    if section not in SECTIONS:
+        known = ", ".join(f"[{s}]" for s in SECTIONS)
+        raise ConfigError(f"{where}: [{section}]: unknown section (known: {known})")
+    cls = SECTIONS[section]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise ConfigError(f"{where}: unknown key (known keys in [{section}]: {', '.join(sorted(fields))})")
+    value = _check_value(where, typing.get_type_hints(cls)[name], fields[name].metadata, value)
     data.setdefault(section, {})
     if not isinstance(data[section], dict):
         raise ConfigError(f"--set {item}: [{section}] is not a section")
     data[section][name] = value
 
 
-def settings_from_mapping(data: Mapping[str, Any], source: str = "<defaults>") -> Settings:
-    """Validate a parsed TOML document against the section dataclasses."""
+def _secret_hint(section: str, name: str) -> str:
+    credential, env_var = SECRET_SOURCES.get((section, name), (None, None))
+    if credential and env_var:
+        return f"use the systemd credential '{credential}' or the environment variable {env_var}"
+    if env_var:
+        return f"use the environment variable {env_var}"
+    return f"put it in the config file as [{section}] {name}"
+
+
+def _with_secrets(settings: Settings) -> Settings:
+    """Settings with each secret taken from its credential, else its environment variable, else the file."""
+    from .service import read_secret  # service → logsetup; imported here to keep the config light
+
+    for (section, name), (credential, env_var) in SECRET_SOURCES.items():
+        if credential is not None:
+            value = read_secret(credential, env_var)
+        else:
+            value = os.environ.get(env_var) or None
+        if value:
+            part = dataclasses.replace(getattr(settings, section), **{name: value})
+            settings = dataclasses.replace(settings, **{section: part})
+    return settings
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any], source: str = "<defaults>", *, together: str | None = None
+) -> Settings:
+    """Validate a parsed TOML document against the section dataclasses (`together`: the source named
+    by errors that only a combination of values shows, e.g. 'FILE with --set')."""
     sections: dict[str, Any] = {}
     for name, value in data.items():
         if name not in SECTIONS:
@@ -409,7 +518,23 @@ def settings_from_mapping(data: Mapping[str, Any], source: str = "<defaults>") -
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {name}: expected a [{name}] table, got {_describe(value)}")
         sections[name] = _build_section(SECTIONS[name], name, value, source)
-    return Settings(**sections, source=source)
+    settings = Settings(**sections, source=source)
+    _check_together(settings, together or source)
+    return settings
+
+
+def _check_together(settings: Settings, source: str) -> None:
+    """Values that are each in range but impossible together."""
+    vad = settings.vad
+    if vad.start_voiced > vad.start_window:
+        raise ConfigError(
+            f"{source}: vad.start_voiced ({vad.start_voiced}) is larger than vad.start_window "
+            f"({vad.start_window}): speech could never start; make start_voiced ≤ start_window"
+        )
+    if settings.audio.input == "bridge" and not settings.bridge.port:
+        raise ConfigError(
+            f"{source}: audio.input = 'bridge' needs bridge.port ('auto' or a serial device), which is ''"
+        )
 
 
 def _build_section(cls: type, section: str, values: Mapping[str, Any], source: str) -> Any:
@@ -426,7 +551,12 @@ def _build_section(cls: type, section: str, values: Mapping[str, Any], source: s
 
 
 def _check_value(where: str, hint: Any, meta: Mapping[str, Any], value: Any) -> Any:
-    value = _check_type(where, hint, value)
+    secret = _is_secret(where.rpartition(".")[2])
+    value = _check_type(where, hint, value, secret)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if isinstance(value, dict | list) and not _all_finite(value):
+        raise ConfigError(f"{where}: expected finite numbers, found nan or inf inside")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         expected = " or ".join(repr(c) for c in choices)
@@ -436,18 +566,64 @@ def _check_value(where: str, hint: Any, meta: Mapping[str, Any], value: Any) -> 
         raise ConfigError(f"{where}: expected a value ≥ {lo}, got {value!r}")
     if hi is not None and value > hi:
         raise ConfigError(f"{where}: expected a value ≤ {hi}, got {value!r}")
+    if value and "url" in meta:
+        _check_url(where, value, meta["url"])
+    if value and meta.get("host_port"):
+        _check_host_port(where, value)
     return value
 
 
-def _check_type(where: str, hint: Any, value: Any) -> Any:
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    return True
+
+
+def _check_url(where: str, value: str, schemes: tuple[str, ...]) -> None:
+    expected = " or ".join(f"{s}://" for s in schemes)
+    shown = _shown_url(value)
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port  # ValueError when out of 0..65535 or not a number
+    except ValueError:
+        raise ConfigError(f"{where}: expected a {expected} URL with a port 1..65535, got {shown}") from None
+    if parts.scheme.lower() not in schemes or not parts.hostname:
+        raise ConfigError(f"{where}: expected a {expected} URL with a host, got {shown}")
+    if port == 0:
+        raise ConfigError(f"{where}: expected a {expected} URL with a port 1..65535, got {shown}")
+
+
+def _shown_url(value: str) -> str:
+    """A URL for an error message without what may hold a secret: user:password@ and the query."""
+    shown = re.sub(r"//[^/?#]*@", "//…@", value, count=1)
+    head, query, _ = shown.partition("?")
+    return repr(head + ("?…" if query else ""))
+
+
+def _check_host_port(where: str, value: str) -> None:
+    if "://" in value or "/" in value:
+        raise ConfigError(f"{where}: expected host[:port] without a scheme or path, got {value!r}")
+    try:
+        port = urllib.parse.urlsplit(f"//{value}").port
+    except ValueError:
+        port = 0
+    if port == 0 or not urllib.parse.urlsplit(f"//{value}").hostname:
+        raise ConfigError(f"{where}: expected host[:port] with a port 1..65535, got {value!r}")
+
+
+def _check_type(where: str, hint: Any, value: Any, secret: bool = False) -> Any:
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         for option in typing.get_args(hint):
             try:
-                return _check_type(where, option, value)
+                return _check_type(where, option, value, secret)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {_describe(value)}")
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {_describe(value, secret)}")
     if hint is type(None):
         if value is None:
             return None
@@ -468,7 +644,7 @@ def _check_type(where: str, hint: Any, value: Any) -> Any:
             return dict(value)
     elif (origin is list or hint is list) and isinstance(value, list):
         return list(value)
-    raise ConfigError(f"{where}: expected {_type_name(hint)}, got {_describe(value)}")
+    raise ConfigError(f"{where}: expected {_type_name(hint)}, got {_describe(value, secret)}")
 
 
 def _type_name(hint: Any) -> str:
@@ -485,7 +661,8 @@ def _type_name(hint: Any) -> str:
     return str(hint)
 
 
-def _describe(value: Any) -> str:
+def _describe(value: Any, secret: bool = False) -> str:
+    """What was found, for an error; a secret key's value is never shown, only its kind."""
     kinds = {
         bool: "a boolean",
         int: "an integer",
@@ -494,7 +671,8 @@ def _describe(value: Any) -> str:
         list: "a list",
         dict: "a table",
     }
-    return f"{kinds.get(type(value), type(value).__name__)} {value!r}"
+    kind = kinds.get(type(value), type(value).__name__)
+    return f"{kind} (value not shown: a secret)" if secret else f"{kind} {value!r}"
 
 
 def describe_settings(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -543,6 +721,8 @@ def default_toml() -> str:
             if "minimum" in meta or "maximum" in meta:
                 lo, hi = meta.get("minimum", ""), meta.get("maximum", "")
                 limits.append(f"range {lo}..{hi}")
+            if "url" in meta:
+                limits.append(" or ".join(f"{scheme}://" for scheme in meta["url"]) + " URL or ''")
             suffix = f" ({'; '.join(limits)})" if limits else ""
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
             lines.append(f"# {meta.get('doc', '')}{suffix}")

@@ -121,6 +121,8 @@ class RunOptions:
     cues: bool = True  # spoken prompts and earcons
     capture: bool = True  # False for text turns (`companion say`): no microphone is opened
     extra_tasks: list[Callable[[], Any]] = field(default_factory=list)
+    # SIGHUP asks this first: False = the new configuration was refused, so this run goes on untouched
+    check_reload: Callable[[], bool] | None = None
 
 
 class Runtime:
@@ -162,6 +164,11 @@ class Runtime:
         log.info("reloading the configuration")
         self.reload_requested = True
         self._stop.set()
+
+    def _hup(self) -> None:
+        """SIGHUP: reload only a configuration that loads; a refused one leaves the turn and parts alone."""
+        if self.options.check_reload is None or self.options.check_reload():
+            self.reload()
 
     def _dispatch(self, event: BackendEvent) -> None:
         if isinstance(event, ToolRequest):
@@ -293,7 +300,7 @@ class Runtime:
             signals = install_signal_handlers(
                 asyncio.get_running_loop(),
                 on_term=lambda: self.stop(0),
-                on_hup=self.reload,
+                on_hup=self._hup,
                 notifier=self.notifier,
             )
         supervisor = Supervisor(

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..errors import CompanionError
+from ..errors import CompanionError, ConfigError
 
 # Each module defines click commands/groups and a `register(group)` function.
 COMMAND_MODULES = (
@@ -86,6 +86,12 @@ class CompanionGroup(click.Group):
                 raise
             click.echo(f"companion: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except click.BadParameter as exc:
+            if exc.param is None or exc.param.name != "config_path":
+                raise
+            # a --config that is a directory is a configuration error like any other: 78, one line
+            click.echo(f"companion: {exc.format_message()}", err=True)
+            sys.exit(ConfigError.exit_code)
         except KeyboardInterrupt:
             click.echo("companion: interrupted", err=True)
             sys.exit(130)

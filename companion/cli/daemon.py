@@ -118,7 +118,21 @@ def run(
 
 
 async def _run(settings: Settings, turns: int | None, reload: Callable[[], Settings]) -> int:
-    """Run until stopped; on SIGHUP load the configuration again and start over with it."""
+    """Run until stopped; on SIGHUP load the configuration again and start over with it.
+
+    The new file is loaded while the old run goes on: a file that does not load is refused with one
+    line and the run (and the turn in progress) is left alone.
+    """
+    loaded: list[Settings] = []
+
+    def check_reload() -> bool:
+        try:
+            loaded[:] = [reload()]
+        except CompanionError as exc:
+            log.error("the new configuration is not valid, keeping the old one: %s", exc)
+            return False
+        return True
+
     while True:
         log.info(
             "config: %s; backend %s; input %s; output %s",
@@ -127,14 +141,13 @@ async def _run(settings: Settings, turns: int | None, reload: Callable[[], Setti
             settings.audio.input,
             settings.audio.output,
         )
-        runtime = Runtime(settings, RunOptions(turns=turns, service=True))
+        runtime = Runtime(settings, RunOptions(turns=turns, service=True, check_reload=check_reload))
         code = await runtime.run()
         if not runtime.reload_requested:
             return code
-        try:
-            settings = reload()
-        except CompanionError as exc:
-            log.error("the new configuration is not valid, keeping the old one: %s", exc)
+        # SIGHUP already loaded the new file; a restart the server asked for reads it now
+        if loaded or check_reload():
+            settings = loaded.pop()
 
 
 @click.command()
