@@ -127,9 +127,12 @@ async def test_a_debug_log_of_a_full_turn_holds_no_secret(speech_wav: Path, tmp_
     async with EchoServer(port=0) as server:
         daemon = await DaemonProcess(
             *args_for(server, speech_wav, tmp_path / "out.wav", "--turns", "1", "--debug",
-                      "--set", "log.wire=true", "--set", f'xiaozhi.token="{token}"'),
+                      "--set", "log.wire=true"),
             state_dir=tmp_path / "state",
-            env={"COMPANION_MINDCRAFT_KEY": "MC-0123456789ABCDEF0123456789ABCDEF"},
+            env={
+                "COMPANION_MINDCRAFT_KEY": "MC-0123456789ABCDEF0123456789ABCDEF",
+                "COMPANION_XIAOZHI_TOKEN": token,  # secrets never go through --set (argv shows in ps)
+            },
         ).start()  # fmt: skip
         try:
             assert await daemon.wait(40) == 0, daemon.output()
