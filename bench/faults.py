@@ -1,0 +1,227 @@
+"""`python -m bench.faults`: the fault and soak harness, run by hand (not in CI). Prints one JSON object.
+
+- `malformed_frames`: random and mutated frames fed to every protocol core (xiaozhi JSON and binary
+  v1-v3, UDP, chat_bot_v3, the serial bridge): how many raised an unhandled exception (must be 0).
+- `server_kills`: the echo server drops the connection mid-turn, again and again: how many times the
+  backend was back and ready, and the slowest return.
+- `restarts`: the daemon restarted in-process through the agent's `self.reboot` tool: RSS, threads and
+  tasks before and after (growth per restart).
+- `audio_losses`: the sound server killed under the running daemon and brought back: how many times
+  the microphone was reopened, and the recovery time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ASSET = Path(__file__).resolve().parent.parent / "companion" / "assets" / "demo_hello.wav"
+QUIET = {"XDG_RUNTIME_DIR", "PULSE_SERVER"}
+
+
+def malformed_frames(count: int = 100_000, seed: int = 1) -> dict[str, Any]:
+    """Every core takes garbage without raising; returns the number of unhandled exceptions."""
+    import logging
+
+    from companion.protocols.chatbot_v3 import ClientProtocol
+    from companion.protocols.xiaozhi.session import ClientSession, SessionConfig
+    from companion.protocols.xiaozhi.udp import UdpAudioChannel
+    from firmware_bridge import protocol as bridge
+
+    logging.disable(logging.CRITICAL)  # the cores log each oddity; here only exceptions count
+    rng = random.Random(seed)
+    valid = [
+        '{"type":"hello","transport":"websocket","session_id":"s","audio_params":{"format":"opus",'
+        '"sample_rate":24000,"channels":1,"frame_duration":60}}',
+        '{"type":"tts","state":"start"}', '{"type":"tts","state":"sentence_start","text":"x"}',
+        '{"type":"stt","text":"hi"}', '{"type":"llm","emotion":"happy","text":"x"}',
+        '{"type":"mcp","payload":{"jsonrpc":"2.0","id":1,"method":"tools/list"}}',
+        '{"type":"notify","event":"config_updated"}', '{"type":"tts","state":"stop"}',
+    ]  # fmt: skip
+
+    def mutate(text: str) -> str:
+        chars = list(text)
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(chars))
+            chars[i] = chr(rng.choice([rng.randrange(32, 127), rng.randrange(0x4E00, 0x4E50), 0]))
+        return "".join(chars)
+
+    cores: dict[str, Any] = {}
+    failures: dict[str, int] = {}
+    for version in (1, 2, 3):
+        cores[f"xiaozhi_v{version}"] = ClientSession(SessionConfig(version=version))
+        cores[f"xiaozhi_v{version}"].hello(0.0)
+    chatbot = ClientProtocol()
+    udp = UdpAudioChannel(bytes(16), bytes(16))
+    decoder = bridge.Decoder()
+    for i in range(count):
+        now = i * 0.001
+        text = (
+            mutate(rng.choice(valid))
+            if rng.random() < 0.7
+            else rng.randbytes(rng.randrange(1, 200)).decode("latin-1")
+        )
+        blob = rng.randbytes(rng.randrange(0, 400))
+        for name, session in cores.items():
+            try:
+                session.receive_text(text, now)
+                session.receive_binary(blob, now)
+            except Exception:
+                failures[name] = failures.get(name, 0) + 1
+        for name in ("chatbot_v3", "udp", "bridge_serial"):
+            try:
+                if name == "chatbot_v3":
+                    chatbot.receive_text(text, now)
+                    chatbot.receive_binary(blob, now)
+                elif name == "udp":
+                    udp.open(blob)
+                else:
+                    decoder.feed(blob)
+            except Exception:
+                failures[name] = failures.get(name, 0) + 1
+    logging.disable(logging.NOTSET)
+    return {"malformed_frames": count * (len(cores) * 2 + 3), "malformed_unhandled": sum(failures.values()),
+            "malformed_unhandled_by_core": failures}  # fmt: skip
+
+
+async def server_kills(count: int = 100) -> dict[str, Any]:
+    """Kill the server's side of the connection mid-turn `count` times; the backend must come back."""
+    from companion.backends.backoff import Backoff
+    from companion.echo_server import EchoServer
+    from companion.events import ListenMode
+    from tests.xiaozhi_harness import BackendHarness, fast_settings, opus_frames, speech_pcm
+
+    returns: list[float] = []
+    pcm = speech_pcm(1.0)
+    async with EchoServer() as server:
+        settings = fast_settings(server.websocket_url)
+        async with BackendHarness(settings, backoff=Backoff(initial=0.05, cap=0.5)) as h:
+            await h.wait_connected()
+            for _ in range(count):
+                await h.backend.start_listening(ListenMode.MANUAL)
+                for packet in opus_frames(pcm)[:5]:
+                    await h.backend.send_audio(packet)
+                server.kill()
+                killed = time.monotonic()
+                await h.wait_for(lambda: not h.backend.connected, 10)
+                await h.wait_connected(20)
+                returns.append(time.monotonic() - killed)
+    return {"server_kills": count, "server_kills_recovered": len(returns),
+            "server_kill_return_s_max": round(max(returns), 3),
+            "server_kill_return_s_p50": round(statistics.median(returns), 3)}  # fmt: skip
+
+
+def _proc_status(pid: int) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "Threads"):
+            values[key] = float(rest.split()[0])
+    return values
+
+
+async def restarts(count: int = 100) -> dict[str, Any]:
+    """In-process restarts through `self.reboot`: RSS and threads must stay flat."""
+    from companion.echo_server import EchoServer
+    from tests.daemon_process import DaemonProcess
+
+    async with EchoServer(port=0) as server:
+        with tempfile.TemporaryDirectory() as state:
+            daemon = await DaemonProcess(
+                "run", "--input", str(ASSET), "--output", str(Path(state) / "out.wav"),
+                "--set", f'xiaozhi.websocket_url="{server.websocket_url}"', "--set", "backend.trigger=button",
+                "--set", "telemetry.enabled=false", state_dir=Path(state),
+            ).start()  # fmt: skip
+            try:
+                assert daemon.proc is not None
+                pid = daemon.proc.pid
+
+                def newest() -> int:
+                    return max(
+                        (r.number for r in server.records if r.mcp_initialized and not r.closed), default=0
+                    )
+
+                await server.wait_until(lambda: newest() > 0, 20)
+                samples = []
+                for i in range(count + 1):
+                    if i in (10, count):
+                        await asyncio.sleep(0.5)
+                        samples.append(_proc_status(pid))
+                    if i < count:
+                        before = newest()
+                        await server.call_tool("self.reboot", {})
+                        await server.wait_until(lambda: newest() > before, 20)  # noqa: B023
+            finally:
+                await daemon.stop()
+    first, last = samples
+    return {"restarts": count, "restart_rss_mb_after_10": round(first["VmRSS"] / 1024, 1),
+            "restart_rss_mb_after_all": round(last["VmRSS"] / 1024, 1),
+            "restart_rss_kb_per_restart": round((last["VmRSS"] - first["VmRSS"]) / (count - 10), 1),
+            "restart_threads": [int(first["Threads"]), int(last["Threads"])]}  # fmt: skip
+
+
+async def audio_losses(count: int = 20) -> dict[str, Any]:
+    """Kill the sound server under the daemon `count` times; the microphone must come back each time."""
+    from companion.echo_server import EchoServer
+    from tests.daemon_process import DaemonProcess
+    from tests.peers.pulse import PulseServer
+
+    pulse = PulseServer()
+    pulse.start()
+    recoveries: list[float] = []
+    try:
+        async with EchoServer(port=0) as server:
+            with tempfile.TemporaryDirectory() as state:
+                daemon = await DaemonProcess(
+                    "run", "--input", "default", "--output", str(Path(state) / "out.wav"),
+                    "--set", f'xiaozhi.websocket_url="{server.websocket_url}"',
+                    "--set", "backend.trigger=button", "--set", "telemetry.enabled=false",
+                    state_dir=Path(state), env={k: pulse.env[k] for k in QUIET},
+                ).start()  # fmt: skip
+                try:
+                    await daemon.wait_for_line("→ idle", timeout=20)
+                    for _ in range(count):
+                        seen = daemon.output().count("microphone works again")
+                        pulse.crash()
+                        await daemon.wait_for_line("→ error", timeout=10)
+                        pulse.start()
+                        back = time.monotonic()
+                        while daemon.output().count("microphone works again") <= seen:
+                            await asyncio.sleep(0.05)
+                            if time.monotonic() - back > 30:
+                                raise TimeoutError("the microphone did not come back")
+                        recoveries.append(time.monotonic() - back)
+                finally:
+                    await daemon.stop()
+    finally:
+        pulse.stop()
+    return {"audio_losses": count, "audio_losses_recovered": len(recoveries),
+            "audio_recovery_s_p50": round(statistics.median(recoveries), 2),
+            "audio_recovery_s_max": round(max(recoveries), 2)}  # fmt: skip
+
+
+async def _all() -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    figures.update(malformed_frames())
+    figures.update(await server_kills())
+    figures.update(await restarts())
+    figures.update(await audio_losses())
+    return figures
+
+
+def main() -> None:
+    os.environ.setdefault("STATE_DIRECTORY", tempfile.mkdtemp(prefix="companion-faults-"))
+    json.dump(asyncio.run(_all()), sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
