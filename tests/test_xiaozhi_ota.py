@@ -281,3 +281,34 @@ async def test_a_refused_certificate_is_explained_by_its_cause_not_blamed_on_the
 def test_a_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"xiaozhi\.tls_ca"):
         BackendHarness(fast_settings("wss://127.0.0.1:1/", tls_ca=str(tmp_path / "nope.pem")))
+
+
+async def test_an_unreachable_ota_server_is_reported_once_then_reminded_not_logged_every_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import socket
+
+    from companion.backends.backoff import Backoff
+    from companion.backends.xiaozhi import XiaozhiBackend
+    from companion.config import load_settings
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens here once the socket is closed
+    settings = load_settings(None, [f'xiaozhi.ota_url="http://127.0.0.1:{port}/xiaozhi/ota/"'])
+    events: list[object] = []
+    backend = XiaozhiBackend(settings, events.append)
+    backend.backoff = Backoff(initial=0.01, cap=0.02)
+    with caplog.at_level(logging.DEBUG):
+        task = asyncio.create_task(backend.run())
+        while sum("OTA check failed" in r.getMessage() for r in caplog.records) < 12:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    failures = [r for r in caplog.records if "OTA check failed" in r.getMessage()]
+    warnings = [r for r in failures if r.levelno >= logging.WARNING]
+    assert len(failures) >= 12 and len(warnings) == 2  # the first, and the reminder at the 10th attempt
+    assert "(attempt 10)" in warnings[1].getMessage()
+    assert sum(isinstance(e, Disconnected) for e in events) == 1  # the device says "offline" once
