@@ -264,7 +264,6 @@ class PreregisterResult(ApiModel):
     failed: list[PreregisterFailure]
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
-
     def outcomes(self, requested: Sequence[str]) -> list[PreregisterOutcome]:
         """One outcome per requested MAC (matched without case); failures the server named but we did
         not request (e.g. serial numbers) are appended."""
@@ -348,4 +347,3 @@ class VoiceClone(ApiModel):
     @property
     def finished(self) -> bool:
         return self.state in ("Success", "Failed")
-

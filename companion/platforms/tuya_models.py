@@ -108,4 +108,3 @@ class HistoryEntry(ApiModel):
     @property
     def answer_text(self) -> str:
         return " ".join(part.context for part in self.answer if part.context)
-
