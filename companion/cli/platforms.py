@@ -13,10 +13,11 @@ import os
 import time
 import tomllib
 import unicodedata
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import click
 
@@ -27,16 +28,50 @@ from ..state_dir import write_private
 T = TypeVar("T")
 CELL_WIDTH = 40
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=AbstractAsyncContextManager[Any])
 
 
 @dataclass(frozen=True)
-class PlatformOptions:
-    """The group options every command of one platform sees."""
+class PlatformOptions(Generic[C]):
+    """The group options every command of one platform sees, and how they make that platform's client."""
 
     base_url: str | None
     timeout_s: float
     credentials_file: str | None
     extra: Mapping[str, Any]
+    connect: Callable[..., C] | None = None
+
+    def call(self, action: Callable[[C], Awaitable[T]], **connect_args: Any) -> T:
+        """Open a client (`connect(self, **connect_args)`), run `action` on it, close it: one command's
+        whole conversation with the platform."""
+        if self.connect is None:
+            raise TypeError("this platform group gives no way to connect")
+        connect = self.connect
+        return call_with(lambda: connect(self, **connect_args), action)
+
+
+def call_with(client: Callable[[], C], action: Callable[[C], Awaitable[T]]) -> T:
+    """Run `action` on a client made by `client()` inside `async with`, on a fresh event loop."""
+
+    async def go() -> T:
+        async with client() as opened:
+            return await action(opened)
+
+    return asyncio.run(go())
+
+
+def command(group: click.Group, name: str) -> Callable[[Callable[..., None]], click.Command]:
+    """A platform command of `group`: it receives the group's PlatformOptions first and has --json.
+
+    Its own options are declared below this decorator as usual; --json is listed after them.
+    """
+
+    def decorate(func: Callable[..., None]) -> click.Command:
+        cmd = group.command(name)(click.pass_obj(func))
+        cmd.params.append(click.Option(["--json", "as_json"], is_flag=True, help=JSON_HELP))
+        return cmd
+
+    return decorate
 
 
 def group_options(env_prefix: str, base_help: str) -> Callable[[F], F]:
@@ -65,14 +100,12 @@ def group_options(env_prefix: str, base_help: str) -> Callable[[F], F]:
     return decorate
 
 
+JSON_HELP = "print the platform's JSON payload"
+
+
 def json_option(func: F) -> F:
     """--json: print the platform's payload exactly instead of a table."""
-    return click.option("--json", "as_json", is_flag=True, help="print the platform's JSON payload")(func)
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine to completion."""
-    return asyncio.run(coro)
+    return click.option("--json", "as_json", is_flag=True, help=JSON_HELP)(func)
 
 
 def emit(as_json: bool, payload: Any, text: str | Callable[[], str]) -> None:
