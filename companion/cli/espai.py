@@ -14,13 +14,13 @@ from .platforms import (
     command,
     confirm,
     emit,
+    emit_rows,
     group_options,
     local_time_ms,
     mask,
     mask_keys,
     pairs,
     read_structured_file,
-    table,
 )
 
 
@@ -32,13 +32,7 @@ EspAiOptions = PlatformOptions[EspAiClient]
 
 
 def client_for(opts: EspAiOptions) -> EspAiClient:
-    key = espai_key(opts.credentials_file).value
-    kwargs: dict[str, Any] = {"timeout_s": opts.timeout_s}
-    if opts.base_url:
-        kwargs["base_url"] = opts.base_url
-    if opts.extra.get("devices_url"):
-        kwargs["devices_url"] = opts.extra["devices_url"]
-    return EspAiClient(key, **kwargs)
+    return EspAiClient(espai_key(opts.credentials_file).value, **opts.client_kwargs())
 
 
 @click.group("espai")
@@ -96,13 +90,11 @@ def agents_list(
     items = opts.call(
         lambda client: client.list_agents(name=name, type=type_, enable=enabled, page=page, limit=limit)
     )
-    emit(
+    emit_rows(
         as_json,
-        [a.raw for a in items],
-        lambda: table(
-            ["ID", "NAME", "ENABLED", "MODEL", "QUOTA LEFT", "ASR", "LLM", "TTS"],
-            [[a.id, a.name, a.enabled, a.model_name or a.model_id, a.api_limit, *_servers(a)] for a in items],
-        ),
+        items,
+        ["ID", "NAME", "ENABLED", "MODEL", "QUOTA LEFT", "ASR", "LLM", "TTS"],
+        lambda a: [a.id, a.name, a.enabled, a.model_name or a.model_id, a.api_limit, *_servers(a)],
     )
 
 
@@ -302,17 +294,10 @@ def devices_list(
 
     result = opts.call(listing)
     total = f"\n{len(result.devices)} of {result.total} devices" if result.total is not None else ""
-    emit(
+    emit_rows(
         as_json,
-        [d.raw for d in result.devices],
-        lambda: (
-            table(
-                ["MAC", "NAME", "ONLINE", "ENABLED", "VERSION", "AGENT", "ID"],
-                [
-                    [d.device_id, d.name, d.online, d.enabled, d.version, d.equipment_id, d.id]
-                    for d in result.devices
-                ],
-            )
-            + total
-        ),
+        result.devices,
+        ["MAC", "NAME", "ONLINE", "ENABLED", "VERSION", "AGENT", "ID"],
+        lambda d: [d.device_id, d.name, d.online, d.enabled, d.version, d.equipment_id, d.id],
+        footer=total,
     )

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import click
 
@@ -40,6 +40,12 @@ class PlatformOptions(Generic[C]):
     credentials_file: str | None
     extra: Mapping[str, Any]
     connect: Callable[..., C] | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """timeout_s, plus base_url and the group's other hosts (`extra`) where given; the client's own
+        defaults stand for the rest."""
+        given = {"base_url": self.base_url, **self.extra}
+        return {"timeout_s": self.timeout_s, **{key: value for key, value in given.items() if value}}
 
     def call(self, action: Callable[[C], Awaitable[T]], **connect_args: Any) -> T:
         """Open a client (`connect(self, **connect_args)`), run `action` on it, close it: one command's
@@ -114,6 +120,33 @@ def emit(as_json: bool, payload: Any, text: str | Callable[[], str]) -> None:
         click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
     else:
         click.echo(text() if callable(text) else text)
+
+
+class Described(Protocol):
+    """A reply model: it keeps the object the platform sent."""
+
+    @property
+    def raw(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=Described)
+
+
+def emit_rows(
+    as_json: bool,
+    items: Sequence[R],
+    columns: Sequence[str],
+    row: Callable[[R], Sequence[Any]],
+    *,
+    width: int = CELL_WIDTH,
+    footer: str = "",
+) -> None:
+    """The items as the platform sent them (with --json), or a table of one `row(item)` per item."""
+    emit(
+        as_json,
+        [item.raw for item in items],
+        lambda: table(columns, [row(item) for item in items], width=width) + footer,
+    )
 
 
 # -- readable output -------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from .platforms import (
     command,
     confirm,
     emit,
+    emit_rows,
     group_options,
     json_option,
     local_time,
@@ -64,12 +65,7 @@ def client_for(opts: QiniuOptions, *, authenticated: bool = True, token: str | N
     credential found by the usual search (see credentials.py)."""
     if token is None and authenticated:
         token = qiniu_token(opts.credentials_file).value
-    kwargs: dict[str, Any] = {"timeout_s": opts.timeout_s}
-    if opts.base_url:
-        kwargs["base_url"] = opts.base_url
-    if opts.extra.get("login_url"):
-        kwargs["login_url"] = opts.extra["login_url"]
-    return QiniuClient(token, **kwargs)
+    return QiniuClient(token, **opts.client_kwargs())
 
 
 @click.group("qiniu")
@@ -264,22 +260,19 @@ def agents() -> None:
     """List, search, show, create, update and delete agents."""
 
 
-def _agent_rows(items: list[Agent]) -> str:
-    return table(
-        ["ID", "NAME", "ASSISTANT", "LLM", "VOICE", "DEVICES", "LAST CONNECTED"],
-        [
-            [
-                a.id,
-                a.agent_name,
-                a.assistant_name,
-                a.llm_model_name or a.llm_model_id,
-                a.tts_voice_name or a.tts_voice_id,
-                a.device_count,
-                a.last_connected_at,
-            ]
-            for a in items
-        ],
-    )
+AGENT_COLUMNS = ["ID", "NAME", "ASSISTANT", "LLM", "VOICE", "DEVICES", "LAST CONNECTED"]
+
+
+def _agent_row(a: Agent) -> list[Any]:
+    return [
+        a.id,
+        a.agent_name,
+        a.assistant_name,
+        a.llm_model_name or a.llm_model_id,
+        a.tts_voice_name or a.tts_voice_id,
+        a.device_count,
+        a.last_connected_at,
+    ]
 
 
 @command(agents, "list")
@@ -294,7 +287,7 @@ def agents_list(opts: QiniuOptions, page_size: int, as_json: bool) -> None:
     """All agents of the account (the cursor is followed to the end)."""
 
     items = opts.call(lambda client: client.list_agents(page_size))
-    emit(as_json, [a.raw for a in items], lambda: _agent_rows(items))
+    emit_rows(as_json, items, AGENT_COLUMNS, _agent_row)
 
 
 @command(agents, "search")
@@ -310,7 +303,7 @@ def agents_search(opts: QiniuOptions, query: str, by: str, as_json: bool) -> Non
     """Agents whose name starts with QUERY (or bound to MAC QUERY, or with id QUERY)."""
 
     items = opts.call(lambda client: client.search_agents(query, by))
-    emit(as_json, [a.raw for a in items], lambda: _agent_rows(items))
+    emit_rows(as_json, items, AGENT_COLUMNS, _agent_row)
 
 
 @command(agents, "show")
@@ -544,13 +537,11 @@ def devices_list(opts: QiniuOptions, agent: str, as_json: bool) -> None:
     """Devices bound to AGENT (an id or an exact name)."""
 
     _, items = opts.call(on_agent(agent, lambda client, agent_id: client.list_devices(agent_id)))
-    emit(
+    emit_rows(
         as_json,
-        [d.raw for d in items],
-        lambda: table(
-            ["MAC", "BOARD", "ALIAS", "APP VERSION", "AUTO UPDATE", "LAST CONNECTED"],
-            [[d.mac, d.board, d.alias, d.app_version, d.auto_update, d.last_connected_at] for d in items],
-        ),
+        items,
+        ["MAC", "BOARD", "ALIAS", "APP VERSION", "AUTO UPDATE", "LAST CONNECTED"],
+        lambda d: [d.mac, d.board, d.alias, d.app_version, d.auto_update, d.last_connected_at],
     )
 
 
@@ -632,13 +623,11 @@ def prereg_list(opts: QiniuOptions, agent: str, as_json: bool) -> None:
     """Devices pre-registered to AGENT (every page)."""
 
     _, items = opts.call(on_agent(agent, lambda client, agent_id: client.list_preregistered(agent_id)))
-    emit(
+    emit_rows(
         as_json,
-        [d.raw for d in items],
-        lambda: table(
-            ["MAC", "SERIAL", "STATUS", "CREATED", "ID"],
-            [[d.mac_address, d.serial_number, d.status, d.created_at, d.id] for d in items],
-        ),
+        items,
+        ["MAC", "SERIAL", "STATUS", "CREATED", "ID"],
+        lambda d: [d.mac_address, d.serial_number, d.status, d.created_at, d.id],
     )
 
 
@@ -677,16 +666,12 @@ def sessions_cmd(
     _, (total, items) = opts.call(
         on_agent(agent, lambda client, agent_id: client.list_sessions(agent_id, page_size, max_items))
     )
-    emit(
+    emit_rows(
         as_json,
-        [s.raw for s in items],
-        lambda: (
-            table(
-                ["SESSION", "CREATED", "MESSAGES"],
-                [[s.session_id, s.created_at, s.chat_count] for s in items],
-            )
-            + (f"\n{len(items)} of {total} sessions" if total is not None else "")
-        ),
+        items,
+        ["SESSION", "CREATED", "MESSAGES"],
+        lambda s: [s.session_id, s.created_at, s.chat_count],
+        footer=f"\n{len(items)} of {total} sessions" if total is not None else "",
     )
 
 
@@ -697,14 +682,8 @@ def history_cmd(opts: QiniuOptions, agent: str, session: str, as_json: bool) -> 
     """The messages of one SESSION of AGENT."""
 
     _, items = opts.call(on_agent(agent, lambda client, agent_id: client.chat_history(agent_id, session)))
-    emit(
-        as_json,
-        [m.raw for m in items],
-        lambda: table(
-            ["TIME", "WHO", "CONTENT"],
-            [[m.created_at, m.speaker, m.content] for m in items],
-            width=80,
-        ),
+    emit_rows(
+        as_json, items, ["TIME", "WHO", "CONTENT"], lambda m: [m.created_at, m.speaker, m.content], width=80
     )
 
 
@@ -798,13 +777,11 @@ def clone_list(opts: QiniuOptions, as_json: bool) -> None:
     """All voice clones of the account."""
 
     items = opts.call(lambda client: client.list_voice_clones())
-    emit(
+    emit_rows(
         as_json,
-        [c.raw for c in items],
-        lambda: table(
-            ["ID", "NAME", "STATE", "LANGUAGE", "TIER"],
-            [[c.id, c.name, c.state, c.language, c.tier] for c in items],
-        ),
+        items,
+        ["ID", "NAME", "STATE", "LANGUAGE", "TIER"],
+        lambda c: [c.id, c.name, c.state, c.language, c.tier],
     )
 
 

@@ -16,6 +16,7 @@ from .platforms import (
     command,
     confirm,
     emit,
+    emit_rows,
     group_options,
     json_option,
     local_time_ms,
@@ -83,22 +84,19 @@ def _role_text(role: Role) -> str:
     return pairs(role.raw.items())
 
 
-def _role_rows(roles: list[Role], id_column: str = "ROLE ID") -> str:
-    return table(
-        [id_column, "NAME", "LANGUAGE", "VOICE", "LLM", "BOUND", "TEMPLATE"],
-        [
-            [
-                r.role_id or r.template_id,
-                r.role_name,
-                r.use_lang_name or r.use_lang_code,
-                r.use_timbre_name or r.use_timbre_id,
-                r.use_llm_name or r.use_llm_id,
-                r.bound,
-                r.template_id,
-            ]
-            for r in roles
-        ],
-    )
+ROLE_COLUMNS = ["NAME", "LANGUAGE", "VOICE", "LLM", "BOUND", "TEMPLATE"]
+
+
+def _role_row(r: Role) -> list[Any]:
+    return [
+        r.role_id or r.template_id,
+        r.role_name,
+        r.use_lang_name or r.use_lang_code,
+        r.use_timbre_name or r.use_timbre_id,
+        r.use_llm_name or r.use_llm_id,
+        r.bound,
+        r.template_id,
+    ]
 
 
 # -- role binding ----------------------------------------------------------------------------------
@@ -176,7 +174,7 @@ def roles_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Every custom role of DEVICE_ID (all pages)."""
 
     _total, items = opts.call(lambda client: client.list_custom_roles(device_id))
-    emit(as_json, [r.raw for r in items], lambda: _role_rows(items))
+    emit_rows(as_json, items, ["ROLE ID", *ROLE_COLUMNS], _role_row)
 
 
 @command(roles, "show")
@@ -260,7 +258,7 @@ def templates_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Role templates available to DEVICE_ID."""
 
     items = opts.call(lambda client: client.list_templates(device_id))
-    emit(as_json, [r.raw for r in items], lambda: _role_rows(items, "TEMPLATE ID"))
+    emit_rows(as_json, items, ["TEMPLATE ID", *ROLE_COLUMNS], _role_row)
 
 
 @command(templates, "show")
@@ -308,13 +306,11 @@ def history_list(
             device_id, bind_role_type=kind, role_id=role_id, before_ms=before_ms, max_items=max_items
         )
     )
-    emit(
+    emit_rows(
         as_json,
-        [e.raw for e in items],
-        lambda: table(
-            ["TIME", "QUESTION", "ANSWER", "REQUEST ID"],
-            [[local_time_ms(e.gmt_create), e.question_text, e.answer_text, e.request_id] for e in items],
-        ),
+        items,
+        ["TIME", "QUESTION", "ANSWER", "REQUEST ID"],
+        lambda e: [local_time_ms(e.gmt_create), e.question_text, e.answer_text, e.request_id],
     )
 
 
