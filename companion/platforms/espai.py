@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..logsetup import register_secret
 from .envelopes import ESPAI, unwrap_espai
 from .errors import PlatformError
-from .fields import ApiModel, as_dict, as_list, get_bool, get_int, wire
+from .fields import ApiModel, as_dict, as_list, get_bool, get_int, set_fields, wire
 from .transport import DEFAULT_TIMEOUT_S, RetryPolicy, Sleep, Transport, TransportClient, normalise_base_url
 
 DEFAULT_BASE_URL = "https://api.espai2.fun"
@@ -50,6 +50,10 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     return str(value)
+
+
+def _as_text(_name: str, value: Any) -> str:
+    return _text(value)
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,7 @@ class EspAgentAdd:
     copy: str | None = None
 
     def to_api(self) -> dict[str, str]:
-        return {
-            f.name: _text(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None
-        }
+        return set_fields(self, convert=_as_text)
 
 
 UPDATE_KEYS = ("name", "cdkey_id", "type", "enable", "model_id", "sort", "server_id", "config")
@@ -117,13 +119,9 @@ class EspAgentUpdate:
     config: dict[str, Any] | None = None
 
     def to_api(self) -> dict[str, str]:
-        body: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            body[f.name] = encode_config(value) if f.name == "config" else _text(value)
-        return body
+        return set_fields(
+            self, convert=lambda name, value: encode_config(value) if name == "config" else _text(value)
+        )
 
     def is_empty(self) -> bool:
         return len(self.to_api()) <= 1
@@ -198,9 +196,7 @@ class DeviceQuery:
     limit: int | None = None
 
     def to_api(self) -> dict[str, str]:
-        return {
-            f.name: _text(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None
-        }
+        return set_fields(self, convert=_as_text)
 
 
 @dataclass(frozen=True)

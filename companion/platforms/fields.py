@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, field, fields
 from functools import cache
-from typing import Any, ClassVar, Self, cast, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Self, TypeVar, cast, get_args, get_origin, get_type_hints
 
 from .errors import PlatformError
 
@@ -42,28 +42,26 @@ def get_int(obj: Mapping[str, Any], key: str) -> int | None:
     value = obj.get(key)
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return None
-    return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return _number(value, int)
 
 
 def get_float(obj: Mapping[str, Any], key: str) -> float | None:
     """A number field, from a number or a numeric string."""
     value = obj.get(key)
-    if isinstance(value, bool):
-        return None
+    return None if isinstance(value, bool) else _number(value, float)
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(value: Any, kind: type[N]) -> N | None:
     if isinstance(value, int | float):
-        return float(value)
+        return kind(value)
     if isinstance(value, str):
         try:
-            return float(value.strip())
+            return kind(value.strip())
         except ValueError:
             return None
     return None
@@ -88,6 +86,21 @@ def get_bool(obj: Mapping[str, Any], key: str) -> bool | None:
 def get_str_list(obj: Mapping[str, Any], key: str) -> list[str]:
     """A list of strings (other items dropped); empty when the field is missing or null."""
     return [item for item in as_list(obj.get(key)) if isinstance(item, str)]
+
+
+def set_fields(
+    request: Any,
+    rename: Callable[[str], str] | None = None,
+    convert: Callable[[str, Any], Any] | None = None,
+) -> dict[str, Any]:
+    """A request dataclass as the API's JSON object: only the fields that are set (not None), each under
+    `rename(name)` and as `convert(name, value)` when those are given."""
+    body: dict[str, Any] = {}
+    for f in fields(request):
+        value = getattr(request, f.name)
+        if value is not None:
+            body[rename(f.name) if rename else f.name] = convert(f.name, value) if convert else value
+    return body
 
 
 # -- declared replies ------------------------------------------------------------------------------

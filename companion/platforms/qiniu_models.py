@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import PlatformError
-from .fields import ApiModel, as_dict, get_str, wire
+from .fields import ApiModel, as_dict, get_str, set_fields, wire
 from .mac import normalise_mac, parse_mac
 
 CHAT_HISTORY_CONF = {0: "off", 1: "text", 2: "text+audio"}
@@ -87,8 +87,7 @@ class AgentCreate:
     intent_model_id: str | None = None
 
     def to_api(self) -> dict[str, Any]:
-        body = {API_NAMES[f.name]: getattr(self, f.name) for f in fields(self)}
-        return {key: value for key, value in body.items() if value is not None}
+        return set_fields(self, API_NAMES.__getitem__)
 
 
 @dataclass(frozen=True)
@@ -143,15 +142,11 @@ class AgentUpdate:
     extra: dict[str, Any] | None = None
 
     def to_api(self) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            if f.name == "functions":
-                value = [item.to_api() for item in value]
-            body[API_NAMES[f.name]] = value
-        return body
+        return set_fields(
+            self,
+            API_NAMES.__getitem__,
+            lambda name, value: [item.to_api() for item in value] if name == "functions" else value,
+        )
 
     def is_empty(self) -> bool:
         return not self.to_api()

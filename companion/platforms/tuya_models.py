@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import PlatformError
-from .fields import ApiModel, as_dict, get_int, get_str, wire
+from .fields import ApiModel, as_dict, get_int, get_str, set_fields, wire
 
 BIND_ROLE_TYPES = {0: "custom", 1: "template", 2: "single"}
 
@@ -79,7 +79,7 @@ class RoleFields:
     speed: str | None = None
 
     def to_api(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return set_fields(self)
 
     def missing(self, *names: str) -> list[str]:
         return [name for name in names if getattr(self, name) in (None, "")]
