@@ -15,11 +15,11 @@ from .platforms import (
     confirm,
     emit,
     emit_rows,
-    group_options,
     local_time_ms,
     mask,
     mask_keys,
     pairs,
+    platform_group,
     read_structured_file,
 )
 
@@ -35,9 +35,11 @@ def client_for(opts: EspAiOptions) -> EspAiClient:
     return EspAiClient(espai_key(opts.credentials_file).value, **opts.client_kwargs())
 
 
-@click.group("espai")
-@group_options(
-    "COMPANION_ESPAI", "agent API host (default https://api.espai2.fun; also used for devices when given)"
+@platform_group(
+    "espai",
+    "COMPANION_ESPAI",
+    "agent API host (default https://api.espai2.fun; also used for devices when given)",
+    client_for,
 )
 @click.option(
     "--devices-url",
@@ -45,19 +47,11 @@ def client_for(opts: EspAiOptions) -> EspAiClient:
     metavar="URL",
     help="device API host (default https://api.espai.fun, or --base-url when that is given)",
 )
-@click.pass_context
-def espai(
-    ctx: click.Context,
-    base_url: str | None,
-    timeout_s: float,
-    credentials_file: str | None,
-    devices_url: str | None,
-) -> None:
+def espai() -> None:
     """ESP-AI open platform: agents (超体) and devices.
 
     Credential: COMPANION_ESPAI_KEY (the account's open API key), else [espai] key in the credentials file.
     """
-    ctx.obj = PlatformOptions(base_url, timeout_s, credentials_file, {"devices_url": devices_url}, client_for)
 
 
 def _servers(agent: EspAgent) -> tuple[Any, Any, Any]:
@@ -86,7 +80,6 @@ def agents_list(
     as_json: bool,
 ) -> None:
     """The account's agents, with the ASR/LLM/TTS services from their decoded config."""
-
     items = opts.call(
         lambda client: client.list_agents(name=name, type=type_, enable=enabled, page=page, limit=limit)
     )
@@ -118,7 +111,6 @@ def _agent_text(agent: EspAgent) -> str:
 @click.argument("agent_id")
 def agents_show(opts: EspAiOptions, agent_id: str, as_json: bool) -> None:
     """One agent with its config decoded (keys masked; --json prints the server's object as is)."""
-
     agent = opts.call(lambda client: client.get_agent(agent_id))
     emit(as_json, agent.raw, lambda: _agent_text(agent))
 

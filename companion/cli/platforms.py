@@ -8,6 +8,7 @@ group turns into one line on stderr and an exit status.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -107,6 +108,30 @@ def group_options(env_prefix: str, base_help: str) -> Callable[[F], F]:
 
 
 JSON_HELP = "print the platform's JSON payload"
+
+
+def platform_group(
+    name: str, env_prefix: str, base_help: str, connect: Callable[..., Any]
+) -> Callable[[Callable[..., None]], click.Group]:
+    """A platform's command group, from a function that holds only its help text.
+
+    The group takes --base-url, --timeout, --credentials-file and any options declared below this
+    decorator; its commands receive a PlatformOptions (those other options in `extra`) that makes
+    clients with `connect`.
+    """
+
+    def decorate(func: Callable[..., None]) -> click.Group:
+        def callback(
+            base_url: str | None, timeout_s: float, credentials_file: str | None, **extra: Any
+        ) -> None:
+            click.get_current_context().obj = PlatformOptions(
+                base_url, timeout_s, credentials_file, extra, connect
+            )
+
+        functools.update_wrapper(callback, func)
+        return click.group(name)(group_options(env_prefix, base_help)(callback))
+
+    return decorate
 
 
 def json_option(func: F) -> F:

@@ -37,10 +37,10 @@ from .platforms import (
     confirm,
     emit,
     emit_rows,
-    group_options,
     json_option,
     local_time,
     pairs,
+    platform_group,
     read_structured_file,
     read_text_file,
     save_file,
@@ -68,9 +68,11 @@ def client_for(opts: QiniuOptions, *, authenticated: bool = True, token: str | N
     return QiniuClient(token, **opts.client_kwargs())
 
 
-@click.group("qiniu")
-@group_options(
-    "COMPANION_QINIU", "management host (default https://xrobo.qiniu.com; also used for login when given)"
+@platform_group(
+    "qiniu",
+    "COMPANION_QINIU",
+    "management host (default https://xrobo.qiniu.com; also used for login when given)",
+    client_for,
 )
 @click.option(
     "--login-url",
@@ -78,20 +80,12 @@ def client_for(opts: QiniuOptions, *, authenticated: bool = True, token: str | N
     metavar="URL",
     help="login host (default https://xrobo.qiniuapi.com, or --base-url when that is given)",
 )
-@click.pass_context
-def qiniu(
-    ctx: click.Context,
-    base_url: str | None,
-    timeout_s: float,
-    credentials_file: str | None,
-    login_url: str | None,
-) -> None:
+def qiniu() -> None:
     """Qiniu 灵矽 xiaozhi platform: account, agents, devices, chat history, voice clones.
 
     Credentials: COMPANION_QINIU_TOKEN (login token or API key), else the login stored by
     `companion qiniu login`, else [qiniu] token in the credentials file.
     """
-    ctx.obj = PlatformOptions(base_url, timeout_s, credentials_file, {"login_url": login_url}, client_for)
 
 
 # -- account ---------------------------------------------------------------------------------------
@@ -285,7 +279,6 @@ def _agent_row(a: Agent) -> list[Any]:
 )
 def agents_list(opts: QiniuOptions, page_size: int, as_json: bool) -> None:
     """All agents of the account (the cursor is followed to the end)."""
-
     items = opts.call(lambda client: client.list_agents(page_size))
     emit_rows(as_json, items, AGENT_COLUMNS, _agent_row)
 
@@ -301,7 +294,6 @@ def agents_list(opts: QiniuOptions, page_size: int, as_json: bool) -> None:
 )
 def agents_search(opts: QiniuOptions, query: str, by: str, as_json: bool) -> None:
     """Agents whose name starts with QUERY (or bound to MAC QUERY, or with id QUERY)."""
-
     items = opts.call(lambda client: client.search_agents(query, by))
     emit_rows(as_json, items, AGENT_COLUMNS, _agent_row)
 
@@ -310,7 +302,6 @@ def agents_search(opts: QiniuOptions, query: str, by: str, as_json: bool) -> Non
 @click.argument("agent")
 def agents_show(opts: QiniuOptions, agent: str, as_json: bool) -> None:
     """One agent's full configuration; AGENT is an id or an exact name."""
-
     _, item = opts.call(on_agent(agent, lambda client, agent_id: client.get_agent(agent_id)))
     emit(as_json, item.raw, lambda: pairs(item.raw.items()))
 
@@ -503,7 +494,6 @@ def agents_update(
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 def agents_delete(opts: QiniuOptions, agent: str, yes: bool, as_json: bool) -> None:
     """Delete an agent for good (asks first unless --yes). AGENT is an id or an exact name."""
-
     found = opts.call(lambda client: client.resolve_agent(agent))
     confirm(f"Delete agent {found.id} ({found.agent_name or 'unnamed'})? This cannot be undone.", yes)
 
@@ -535,7 +525,6 @@ def on_agent(
 @click.argument("agent")
 def devices_list(opts: QiniuOptions, agent: str, as_json: bool) -> None:
     """Devices bound to AGENT (an id or an exact name)."""
-
     _, items = opts.call(on_agent(agent, lambda client, agent_id: client.list_devices(agent_id)))
     emit_rows(
         as_json,
@@ -550,7 +539,6 @@ def devices_list(opts: QiniuOptions, agent: str, as_json: bool) -> None:
 @click.argument("code")
 def devices_bind(opts: QiniuOptions, agent: str, code: str, as_json: bool) -> None:
     """Bind the device showing activation CODE (6 digits, spoken/shown by the device) to AGENT."""
-
     agent_id, result = opts.call(on_agent(agent, lambda client, agent_id: client.bind_device(agent_id, code)))
     what = f"device {result.mac}" if result.mac else "the device"
     emit(as_json, result.raw, f"bound {what} to agent {agent_id}")
@@ -590,7 +578,6 @@ def devices_preregister(
 @click.argument("mac")
 def devices_unbind(opts: QiniuOptions, mac: str, as_json: bool) -> None:
     """Unbind the device with this MAC."""
-
     opts.call(lambda client: client.unbind_device(mac))
     emit(as_json, None, f"unbound {mac}")
 
@@ -600,7 +587,6 @@ def devices_unbind(opts: QiniuOptions, mac: str, as_json: bool) -> None:
 @click.argument("agent")
 def devices_move(opts: QiniuOptions, mac: str, agent: str, as_json: bool) -> None:
     """Switch the device with this MAC to AGENT (its chat history follows)."""
-
     agent_id, _ = opts.call(on_agent(agent, lambda client, agent_id: client.move_device(mac, agent_id)))
     emit(as_json, None, f"moved {mac} to agent {agent_id}")
 
@@ -621,7 +607,6 @@ def _prereg_pairs(device: Any) -> str:
 @click.argument("agent")
 def prereg_list(opts: QiniuOptions, agent: str, as_json: bool) -> None:
     """Devices pre-registered to AGENT (every page)."""
-
     _, items = opts.call(on_agent(agent, lambda client, agent_id: client.list_preregistered(agent_id)))
     emit_rows(
         as_json,
@@ -635,7 +620,6 @@ def prereg_list(opts: QiniuOptions, agent: str, as_json: bool) -> None:
 @click.argument("mac")
 def prereg_show(opts: QiniuOptions, mac: str, as_json: bool) -> None:
     """The pre-registration of MAC."""
-
     device = opts.call(lambda client: client.get_preregistered(mac))
     if device is None:
         raise PlatformError(f"Qiniu: {mac} is not pre-registered")
@@ -646,7 +630,6 @@ def prereg_show(opts: QiniuOptions, mac: str, as_json: bool) -> None:
 @click.argument("mac")
 def prereg_delete(opts: QiniuOptions, mac: str, as_json: bool) -> None:
     """Remove the pre-registration of MAC."""
-
     opts.call(lambda client: client.delete_preregistered(mac))
     emit(as_json, None, f"removed the pre-registration of {mac}")
 
@@ -662,7 +645,6 @@ def sessions_cmd(
     opts: QiniuOptions, agent: str, max_items: int | None, page_size: int, as_json: bool
 ) -> None:
     """Chat sessions of AGENT, newest first (every page unless --max)."""
-
     _, (total, items) = opts.call(
         on_agent(agent, lambda client, agent_id: client.list_sessions(agent_id, page_size, max_items))
     )
@@ -680,7 +662,6 @@ def sessions_cmd(
 @click.argument("session")
 def history_cmd(opts: QiniuOptions, agent: str, session: str, as_json: bool) -> None:
     """The messages of one SESSION of AGENT."""
-
     _, items = opts.call(on_agent(agent, lambda client, agent_id: client.chat_history(agent_id, session)))
     emit_rows(
         as_json, items, ["TIME", "WHO", "CONTENT"], lambda m: [m.created_at, m.speaker, m.content], width=80
@@ -713,7 +694,6 @@ def _clone_text(clone: Any) -> str:
 @click.option("--tier", type=click.Choice(["free", "pro"]), default="free", show_default=True)
 def clone_create(opts: QiniuOptions, language: str, tier: str, as_json: bool) -> None:
     """Create an empty voice-clone slot (state Init)."""
-
     clone = opts.call(lambda client: client.create_voice_clone(language, tier))
     emit(as_json, clone.raw, lambda: _clone_text(clone))
 
@@ -724,7 +704,6 @@ def clone_create(opts: QiniuOptions, language: str, tier: str, as_json: bool) ->
 @click.option("--audio-url", help="URL of 10-60 s of clean speech; without it only the name changes")
 def clone_upload(opts: QiniuOptions, clone_id: str, name: str, audio_url: str | None, as_json: bool) -> None:
     """Give the slot its recording (by URL) and start training; a paid slot uses quota each time."""
-
     clone = opts.call(lambda client: client.train_voice_clone(clone_id, name, audio_url))
     emit(as_json, clone.raw, lambda: _clone_text(clone))
 
@@ -775,7 +754,6 @@ def clone_status(
 @command(voice_clone, "list")
 def clone_list(opts: QiniuOptions, as_json: bool) -> None:
     """All voice clones of the account."""
-
     items = opts.call(lambda client: client.list_voice_clones())
     emit_rows(
         as_json,

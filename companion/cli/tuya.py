@@ -17,10 +17,10 @@ from .platforms import (
     confirm,
     emit,
     emit_rows,
-    group_options,
     json_option,
     local_time_ms,
     pairs,
+    platform_group,
     read_structured_file,
     table,
 )
@@ -46,8 +46,12 @@ def client_for(opts: TuyaOptions) -> TuyaClient:
     )
 
 
-@click.group("tuya")
-@group_options("COMPANION_TUYA", "OpenAPI host; overrides --region (for data centers not listed there)")
+@platform_group(
+    "tuya",
+    "COMPANION_TUYA",
+    "OpenAPI host; overrides --region (for data centers not listed there)",
+    client_for,
+)
 @click.option(
     "--region",
     type=click.Choice(sorted(REGIONS)),
@@ -56,16 +60,12 @@ def client_for(opts: TuyaOptions) -> TuyaClient:
     envvar="COMPANION_TUYA_REGION",
     help="data center of the cloud project",
 )
-@click.pass_context
-def tuya(
-    ctx: click.Context, base_url: str | None, timeout_s: float, credentials_file: str | None, region: str
-) -> None:
+def tuya() -> None:
     """Tuya AI agent device chat service over the signed Cloud OpenAPI.
 
     Credentials: COMPANION_TUYA_CLIENT_ID and COMPANION_TUYA_SECRET (the cloud project's Access ID and
     Secret), else [tuya] client_id and secret in the credentials file.
     """
-    ctx.obj = PlatformOptions(base_url, timeout_s, credentials_file, {"region": region}, client_for)
 
 
 def role_type(value: str | None) -> int | None:
@@ -111,7 +111,6 @@ def role() -> None:
 @click.argument("device_id")
 def role_init(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Initialise the role binding of DEVICE_ID (syncs changes made on the developer platform)."""
-
     item = opts.call(lambda client: client.init_role(device_id))
     emit(as_json, item.raw, lambda: _role_text(item))
 
@@ -120,7 +119,6 @@ def role_init(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
 @click.argument("device_id")
 def role_show(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """The role DEVICE_ID is bound to."""
-
     item = opts.call(lambda client: client.bound_role(device_id))
     emit(as_json, item.raw, lambda: _role_text(item))
 
@@ -172,7 +170,6 @@ def _fields(options: dict[str, Any]) -> RoleFields:
 @click.argument("device_id")
 def roles_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Every custom role of DEVICE_ID (all pages)."""
-
     _total, items = opts.call(lambda client: client.list_custom_roles(device_id))
     emit_rows(as_json, items, ["ROLE ID", *ROLE_COLUMNS], _role_row)
 
@@ -182,7 +179,6 @@ def roles_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
 @click.argument("role_id")
 def roles_show(opts: TuyaOptions, device_id: str, role_id: str, as_json: bool) -> None:
     """One custom role."""
-
     item = opts.call(lambda client: client.get_custom_role(device_id, role_id))
     emit(as_json, item.raw, lambda: _role_text(item))
 
@@ -256,7 +252,6 @@ def templates() -> None:
 @click.argument("device_id")
 def templates_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Role templates available to DEVICE_ID."""
-
     items = opts.call(lambda client: client.list_templates(device_id))
     emit_rows(as_json, items, ["TEMPLATE ID", *ROLE_COLUMNS], _role_row)
 
@@ -266,7 +261,6 @@ def templates_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
 @click.argument("template_id")
 def templates_show(opts: TuyaOptions, device_id: str, template_id: str, as_json: bool) -> None:
     """One role template."""
-
     item = opts.call(lambda client: client.get_template(device_id, template_id))
     emit(as_json, item.raw, lambda: _role_text(item))
 
@@ -299,7 +293,6 @@ def history_list(
     as_json: bool,
 ) -> None:
     """Chat history, newest first, every entry once (pages of 20 are walked back in time)."""
-
     kind = role_type(type_)
     items = opts.call(
         lambda client: client.history(
