@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,6 +24,7 @@ from companion.platforms.errors import (
     PlatformError,
     PlatformUnavailable,
 )
+from companion.platforms.fields import ApiModel, set_fields, wire
 from companion.platforms.mac import normalise_mac, parse_mac, same_mac
 from companion.platforms.transport import Reply, RetryPolicy, Transport
 from companion.state_dir import state_dir, state_dir_path, write_private
@@ -295,3 +298,66 @@ def test_secrets_in_urls_are_masked() -> None:
         "http://a/sdk/get_server_info_by_api_key?api_key=***&limit=5"
     )
     assert redact_url("https://x/xiaozhi/agent/list?limit=20") == "https://x/xiaozhi/agent/list?limit=20"
+
+
+# -- declared reply models -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Part(ApiModel):
+    text: str
+
+
+@dataclass(frozen=True)
+class _Thing(ApiModel):
+    wire_case = "camel"
+
+    thing_id: str = wire(required="no thing id")
+    display_name: str | None = None
+    count: int | None = None
+    ratio: float | None = None
+    enabled: bool | None = None
+    tags: list[str] = field(default_factory=list)
+    parts: list[_Part] = field(default_factory=list)
+    extra: dict[str, Any] | None = None
+    owner: str | None = wire("ownerId", "owner_id", default=None)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def test_a_declared_reply_reads_what_the_platforms_really_send() -> None:
+    data = {
+        "thingId": 7,
+        "count": "99",
+        "ratio": "0.5",
+        "enabled": "1",
+        "tags": ["a", 3, None, "b"],
+        "parts": [{"text": "hi"}, "junk"],
+        "extra": "not an object",
+        "owner_id": "u1",
+        "unknown": True,
+    }
+    thing = _Thing.from_api(data)
+    assert thing == _Thing(
+        thing_id="7",
+        count=99,
+        ratio=0.5,
+        enabled=True,
+        tags=["a", "b"],
+        parts=[_Part("hi"), _Part("")],
+        owner="u1",
+        raw=data,
+    )
+    assert thing.display_name is None and thing.extra is None
+
+
+def test_a_reply_without_a_required_field_is_refused_with_its_message() -> None:
+    with pytest.raises(PlatformError, match="no thing id"):
+        _Thing.from_api({"thingId": "", "displayName": "x"})
+    with pytest.raises(PlatformError, match="no thing id"):
+        _Thing.from_api(None)
+
+
+def test_a_request_sends_only_the_fields_that_are_set() -> None:
+    part = _Thing(thing_id="1", count=0, enabled=False)
+    body = set_fields(part, str.upper)
+    assert body == {"THING_ID": "1", "COUNT": 0, "ENABLED": False, "TAGS": [], "PARTS": [], "RAW": {}}

@@ -8,20 +8,19 @@ import click
 
 from ..platforms.credentials import espai_key
 from ..platforms.errors import PlatformError
-from ..platforms.espai import DeviceQuery, EspAgent, EspAgentAdd, EspAgentUpdate, EspAiClient
+from ..platforms.espai import DeviceList, DeviceQuery, EspAgent, EspAgentAdd, EspAgentUpdate, EspAiClient
 from .platforms import (
     PlatformOptions,
+    command,
     confirm,
     emit,
-    group_options,
-    json_option,
+    emit_rows,
     local_time_ms,
     mask,
     mask_keys,
     pairs,
+    platform_group,
     read_structured_file,
-    run,
-    table,
 )
 
 
@@ -29,19 +28,18 @@ def register(group: click.Group) -> None:
     group.add_command(espai)
 
 
-def client_for(opts: PlatformOptions) -> EspAiClient:
-    key = espai_key(opts.credentials_file).value
-    kwargs: dict[str, Any] = {"timeout_s": opts.timeout_s}
-    if opts.base_url:
-        kwargs["base_url"] = opts.base_url
-    if opts.extra.get("devices_url"):
-        kwargs["devices_url"] = opts.extra["devices_url"]
-    return EspAiClient(key, **kwargs)
+EspAiOptions = PlatformOptions[EspAiClient]
 
 
-@click.group("espai")
-@group_options(
-    "COMPANION_ESPAI", "agent API host (default https://api.espai2.fun; also used for devices when given)"
+def client_for(opts: EspAiOptions) -> EspAiClient:
+    return EspAiClient(espai_key(opts.credentials_file).value, **opts.client_kwargs())
+
+
+@platform_group(
+    "espai",
+    "COMPANION_ESPAI",
+    "agent API host (default https://api.espai2.fun; also used for devices when given)",
+    client_for,
 )
 @click.option(
     "--devices-url",
@@ -49,19 +47,11 @@ def client_for(opts: PlatformOptions) -> EspAiClient:
     metavar="URL",
     help="device API host (default https://api.espai.fun, or --base-url when that is given)",
 )
-@click.pass_context
-def espai(
-    ctx: click.Context,
-    base_url: str | None,
-    timeout_s: float,
-    credentials_file: str | None,
-    devices_url: str | None,
-) -> None:
+def espai() -> None:
     """ESP-AI open platform: agents (超体) and devices.
 
     Credential: COMPANION_ESPAI_KEY (the account's open API key), else [espai] key in the credentials file.
     """
-    ctx.obj = PlatformOptions(base_url, timeout_s, credentials_file, {"devices_url": devices_url})
 
 
 def _servers(agent: EspAgent) -> tuple[Any, Any, Any]:
@@ -74,16 +64,14 @@ def agents() -> None:
     """List, show, add, update and delete agents (超体)."""
 
 
-@agents.command("list")
+@command(agents, "list")
 @click.option("--name", help="only agents with this name")
 @click.option("--type", "type_", help='agent type ("0" = AI chat)')
 @click.option("--enabled/--disabled", "enabled", default=None, help="only enabled / disabled agents")
 @click.option("--page", type=click.IntRange(1), help="page number (default: everything)")
 @click.option("--limit", type=click.IntRange(1), help="agents per page")
-@json_option
-@click.pass_obj
 def agents_list(
-    opts: PlatformOptions,
+    opts: EspAiOptions,
     name: str | None,
     type_: str | None,
     enabled: bool | None,
@@ -92,19 +80,14 @@ def agents_list(
     as_json: bool,
 ) -> None:
     """The account's agents, with the ASR/LLM/TTS services from their decoded config."""
-
-    async def go() -> list[EspAgent]:
-        async with client_for(opts) as client:
-            return await client.list_agents(name=name, type=type_, enable=enabled, page=page, limit=limit)
-
-    items = run(go())
-    emit(
+    items = opts.call(
+        lambda client: client.list_agents(name=name, type=type_, enable=enabled, page=page, limit=limit)
+    )
+    emit_rows(
         as_json,
-        [a.raw for a in items],
-        lambda: table(
-            ["ID", "NAME", "ENABLED", "MODEL", "QUOTA LEFT", "ASR", "LLM", "TTS"],
-            [[a.id, a.name, a.enabled, a.model_name or a.model_id, a.api_limit, *_servers(a)] for a in items],
-        ),
+        items,
+        ["ID", "NAME", "ENABLED", "MODEL", "QUOTA LEFT", "ASR", "LLM", "TTS"],
+        lambda a: [a.id, a.name, a.enabled, a.model_name or a.model_id, a.api_limit, *_servers(a)],
     )
 
 
@@ -124,22 +107,15 @@ def _agent_text(agent: EspAgent) -> str:
     return pairs(shown)
 
 
-@agents.command("show")
+@command(agents, "show")
 @click.argument("agent_id")
-@json_option
-@click.pass_obj
-def agents_show(opts: PlatformOptions, agent_id: str, as_json: bool) -> None:
+def agents_show(opts: EspAiOptions, agent_id: str, as_json: bool) -> None:
     """One agent with its config decoded (keys masked; --json prints the server's object as is)."""
-
-    async def go() -> EspAgent:
-        async with client_for(opts) as client:
-            return await client.get_agent(agent_id)
-
-    agent = run(go())
+    agent = opts.call(lambda client: client.get_agent(agent_id))
     emit(as_json, agent.raw, lambda: _agent_text(agent))
 
 
-@agents.command("add")
+@command(agents, "add")
 @click.option("--name", required=True)
 @click.option("--cdkey-id", required=True, help="the quota card (额度卡) id")
 @click.option("--type", "type_", default="0", show_default=True, help='agent type ("0" = AI chat)')
@@ -150,10 +126,8 @@ def agents_show(opts: PlatformOptions, agent_id: str, as_json: bool) -> None:
 @click.option("--sort", type=int)
 @click.option("--server-id", help="node that runs the agent")
 @click.option("--copy", "copy_from", metavar="AGENT_ID", help="copy the config of this agent")
-@json_option
-@click.pass_obj
 def agents_add(
-    opts: PlatformOptions,
+    opts: EspAiOptions,
     name: str,
     cdkey_id: str,
     type_: str,
@@ -176,15 +150,11 @@ def agents_add(
         copy=copy_from,
     )
 
-    async def go() -> EspAgent:
-        async with client_for(opts) as client:
-            return await client.add_agent(request)
-
-    agent = run(go())
+    agent = opts.call(lambda client: client.add_agent(request))
     emit(as_json, agent.raw, f"added agent {agent.id} ({agent.name or name})")
 
 
-@agents.command("update")
+@command(agents, "update")
 @click.argument("agent_id")
 @click.option(
     "--file",
@@ -204,10 +174,8 @@ def agents_add(
 @click.option("--model-id")
 @click.option("--sort", type=int)
 @click.option("--server-id")
-@json_option
-@click.pass_obj
 def agents_update(
-    opts: PlatformOptions,
+    opts: EspAiOptions,
     agent_id: str,
     file_path: str | None,
     config_file: str | None,
@@ -248,29 +216,19 @@ def agents_update(
     if update.is_empty():
         raise PlatformError("nothing to update: give --file, --config-file or a field option")
 
-    async def go() -> dict[str, Any]:
-        async with client_for(opts) as client:
-            return await client.update_agent(update)
-
-    changed = run(go())
+    changed = opts.call(lambda client: client.update_agent(update))
     sent = ", ".join(key for key in update.to_api() if key != "id")
     emit(as_json, changed, f"updated agent {agent_id}: {sent}")
 
 
-@agents.command("delete")
+@command(agents, "delete")
 @click.argument("agent_ids", nargs=-1, required=True)
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-@json_option
-@click.pass_obj
-def agents_delete(opts: PlatformOptions, agent_ids: tuple[str, ...], yes: bool, as_json: bool) -> None:
+def agents_delete(opts: EspAiOptions, agent_ids: tuple[str, ...], yes: bool, as_json: bool) -> None:
     """Delete agents for good (asks first unless --yes)."""
     confirm(f"Delete {len(agent_ids)} agent(s) ({', '.join(agent_ids)})? This cannot be undone.", yes)
 
-    async def go() -> dict[str, Any]:
-        async with client_for(opts) as client:
-            return await client.delete_agents(agent_ids)
-
-    reply = run(go())
+    reply = opts.call(lambda client: client.delete_agents(agent_ids))
     emit(as_json, reply, f"deleted {', '.join(agent_ids)}")
 
 
@@ -279,7 +237,7 @@ def devices() -> None:
     """Hardware devices registered on the platform."""
 
 
-@devices.command("list")
+@command(devices, "list")
 @click.option("--agent", "agent_id", help="only devices of this agent (its device key is looked up)")
 @click.option("--name")
 @click.option("--mac", "device_id", help="only the device with this MAC (device_id)")
@@ -290,10 +248,8 @@ def devices() -> None:
 @click.option("--type", "type_", help='"0" chat, "1" terminal')
 @click.option("--page", type=click.IntRange(1))
 @click.option("--limit", type=click.IntRange(1))
-@json_option
-@click.pass_obj
 def devices_list(
-    opts: PlatformOptions,
+    opts: EspAiOptions,
     agent_id: str | None,
     name: str | None,
     device_id: str | None,
@@ -308,40 +264,32 @@ def devices_list(
 ) -> None:
     """Devices of the account (filters are optional)."""
 
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            device_key = None
-            if agent_id:
-                device_key = (await client.get_agent(agent_id)).api_key
-                if not device_key:
-                    raise PlatformError(f"ESP-AI: agent {agent_id} has no device key")
-            query = DeviceQuery(
-                name=name,
-                api_key=device_key,
-                device_id=device_id,
-                bin_id=bin_id,
-                version=version,
-                enable=enabled,
-                is_online=online,
-                type=type_,
-                page=page,
-                limit=limit,
-            )
-            return await client.list_devices(query)
+    async def listing(client: EspAiClient) -> DeviceList:
+        device_key = None
+        if agent_id:
+            device_key = (await client.get_agent(agent_id)).api_key
+            if not device_key:
+                raise PlatformError(f"ESP-AI: agent {agent_id} has no device key")
+        query = DeviceQuery(
+            name=name,
+            api_key=device_key,
+            device_id=device_id,
+            bin_id=bin_id,
+            version=version,
+            enable=enabled,
+            is_online=online,
+            type=type_,
+            page=page,
+            limit=limit,
+        )
+        return await client.list_devices(query)
 
-    result = run(go())
+    result = opts.call(listing)
     total = f"\n{len(result.devices)} of {result.total} devices" if result.total is not None else ""
-    emit(
+    emit_rows(
         as_json,
-        [d.raw for d in result.devices],
-        lambda: (
-            table(
-                ["MAC", "NAME", "ONLINE", "ENABLED", "VERSION", "AGENT", "ID"],
-                [
-                    [d.device_id, d.name, d.online, d.enabled, d.version, d.equipment_id, d.id]
-                    for d in result.devices
-                ],
-            )
-            + total
-        ),
+        result.devices,
+        ["MAC", "NAME", "ONLINE", "ENABLED", "VERSION", "AGENT", "ID"],
+        lambda d: [d.device_id, d.name, d.online, d.enabled, d.version, d.equipment_id, d.id],
+        footer=total,
     )

@@ -7,10 +7,7 @@ directory); `clear` deletes a conversation's messages so the agent forgets it.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 
 import click
 
@@ -24,8 +21,7 @@ from ..backends.mindcraft_sessions import (
 from ..backends.tls import client_context
 from ..config import ChatbotV3Settings, load_settings
 from ..errors import CompanionError
-
-T = TypeVar("T")
+from .platforms import call_with
 
 
 def register(group: click.Group) -> None:
@@ -36,10 +32,6 @@ def register(group: click.Group) -> None:
 def _settings(ctx: click.Context) -> ChatbotV3Settings:
     config_path, overrides = ctx.obj
     return load_settings(config_path, overrides).chatbot_v3
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 def _rest(settings: ChatbotV3Settings, api_key: str) -> MindcraftRest:
@@ -72,11 +64,10 @@ def session_new(ctx: click.Context, name: str, no_remember: bool) -> None:
     settings = _settings(ctx)
     api_key = resolve_api_key(settings.api_key)
 
-    async def go() -> str:
-        async with _rest(settings, api_key) as rest:
-            return await rest.create_session(name or f"companion {socket.gethostname()}", settings.llm_model)
-
-    token = _run(go())
+    title = name or f"companion {socket.gethostname()}"
+    token = call_with(
+        lambda: _rest(settings, api_key), lambda rest: rest.create_session(title, settings.llm_model)
+    )
     click.echo(token)
     if no_remember:
         return
@@ -99,11 +90,8 @@ def session_list(ctx: click.Context) -> None:
     settings = _settings(ctx)
     api_key = resolve_api_key(settings.api_key)
 
-    async def go() -> list[tuple[str, str, str]]:
-        async with _rest(settings, api_key) as rest:
-            return [(s.token, s.name, s.created) for s in await rest.list_sessions()]
-
-    rows = _run(go())
+    sessions = call_with(lambda: _rest(settings, api_key), lambda rest: rest.list_sessions())
+    rows = [(s.token, s.name, s.created) for s in sessions]
     current = settings.session_token or remembered_session(api_key)
     if not rows:
         click.echo("no sessions", err=True)
@@ -126,11 +114,7 @@ def session_clear(ctx: click.Context, token: str, forget: bool) -> None:
     if not token:
         raise CompanionError("no session to clear: none is configured or remembered (give --session TOKEN)")
 
-    async def go() -> None:
-        async with _rest(settings, api_key) as rest:
-            await rest.clear_messages(token)
-
-    _run(go())
+    call_with(lambda: _rest(settings, api_key), lambda rest: rest.clear_messages(token))
     click.echo(f"cleared the messages of {token}")
     if forget and forget_session():
         click.echo("forgot the remembered session", err=True)

@@ -8,15 +8,17 @@ group turns into one line on stderr and an exit status.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
 import tomllib
 import unicodedata
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import click
 
@@ -27,16 +29,56 @@ from ..state_dir import write_private
 T = TypeVar("T")
 CELL_WIDTH = 40
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=AbstractAsyncContextManager[Any])
 
 
 @dataclass(frozen=True)
-class PlatformOptions:
-    """The group options every command of one platform sees."""
+class PlatformOptions(Generic[C]):
+    """The group options every command of one platform sees, and how they make that platform's client."""
 
     base_url: str | None
     timeout_s: float
     credentials_file: str | None
     extra: Mapping[str, Any]
+    connect: Callable[..., C] | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """timeout_s, plus base_url and the group's other hosts (`extra`) where given; the client's own
+        defaults stand for the rest."""
+        given = {"base_url": self.base_url, **self.extra}
+        return {"timeout_s": self.timeout_s, **{key: value for key, value in given.items() if value}}
+
+    def call(self, action: Callable[[C], Awaitable[T]], **connect_args: Any) -> T:
+        """Open a client (`connect(self, **connect_args)`), run `action` on it, close it: one command's
+        whole conversation with the platform."""
+        if self.connect is None:
+            raise TypeError("this platform group gives no way to connect")
+        connect = self.connect
+        return call_with(lambda: connect(self, **connect_args), action)
+
+
+def call_with(client: Callable[[], C], action: Callable[[C], Awaitable[T]]) -> T:
+    """Run `action` on a client made by `client()` inside `async with`, on a fresh event loop."""
+
+    async def go() -> T:
+        async with client() as opened:
+            return await action(opened)
+
+    return asyncio.run(go())
+
+
+def command(group: click.Group, name: str) -> Callable[[Callable[..., None]], click.Command]:
+    """A platform command of `group`: it receives the group's PlatformOptions first and has --json.
+
+    Its own options are declared below this decorator as usual; --json is listed after them.
+    """
+
+    def decorate(func: Callable[..., None]) -> click.Command:
+        cmd = group.command(name)(click.pass_obj(func))
+        cmd.params.append(click.Option(["--json", "as_json"], is_flag=True, help=JSON_HELP))
+        return cmd
+
+    return decorate
 
 
 def group_options(env_prefix: str, base_help: str) -> Callable[[F], F]:
@@ -65,14 +107,36 @@ def group_options(env_prefix: str, base_help: str) -> Callable[[F], F]:
     return decorate
 
 
+JSON_HELP = "print the platform's JSON payload"
+
+
+def platform_group(
+    name: str, env_prefix: str, base_help: str, connect: Callable[..., Any]
+) -> Callable[[Callable[..., None]], click.Group]:
+    """A platform's command group, from a function that holds only its help text.
+
+    The group takes --base-url, --timeout, --credentials-file and any options declared below this
+    decorator; its commands receive a PlatformOptions (those other options in `extra`) that makes
+    clients with `connect`.
+    """
+
+    def decorate(func: Callable[..., None]) -> click.Group:
+        def callback(
+            base_url: str | None, timeout_s: float, credentials_file: str | None, **extra: Any
+        ) -> None:
+            click.get_current_context().obj = PlatformOptions(
+                base_url, timeout_s, credentials_file, extra, connect
+            )
+
+        functools.update_wrapper(callback, func)
+        return click.group(name)(group_options(env_prefix, base_help)(callback))
+
+    return decorate
+
+
 def json_option(func: F) -> F:
     """--json: print the platform's payload exactly instead of a table."""
-    return click.option("--json", "as_json", is_flag=True, help="print the platform's JSON payload")(func)
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine to completion."""
-    return asyncio.run(coro)
+    return click.option("--json", "as_json", is_flag=True, help=JSON_HELP)(func)
 
 
 def emit(as_json: bool, payload: Any, text: str | Callable[[], str]) -> None:
@@ -81,6 +145,33 @@ def emit(as_json: bool, payload: Any, text: str | Callable[[], str]) -> None:
         click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
     else:
         click.echo(text() if callable(text) else text)
+
+
+class Described(Protocol):
+    """A reply model: it keeps the object the platform sent."""
+
+    @property
+    def raw(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=Described)
+
+
+def emit_rows(
+    as_json: bool,
+    items: Sequence[R],
+    columns: Sequence[str],
+    row: Callable[[R], Sequence[Any]],
+    *,
+    width: int = CELL_WIDTH,
+    footer: str = "",
+) -> None:
+    """The items as the platform sent them (with --json), or a table of one `row(item)` per item."""
+    emit(
+        as_json,
+        [item.raw for item in items],
+        lambda: table(columns, [row(item) for item in items], width=width) + footer,
+    )
 
 
 # -- readable output -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import click
 
 from ..config import load_settings
 from ..errors import ConfigError
-from .platforms import PlatformOptions, emit, group_options, pairs, run
+from .platforms import PlatformOptions, emit, group_options, pairs
 
 
 def register(group: click.Group) -> None:
@@ -73,8 +73,8 @@ def provision_qiniu_cmd(
     from ..backends import ota
     from ..backends.identity import load_identity
     from ..logsetup import setup_logging
-    from ..provisioning import QINIU_OTA_URL, ProvisionResult, provision_qiniu, qiniu_ota_url
-    from .qiniu import client_for
+    from ..provisioning import QINIU_OTA_URL, provision_qiniu, qiniu_ota_url
+    from .qiniu import QiniuOptions, client_for
 
     click.get_current_context().meta["companion.debug"] = debug
     setup_logging("debug" if debug else "warning", excepthook=False)
@@ -86,26 +86,24 @@ def provision_qiniu_cmd(
         raise ConfigError(f"{where} must be an http(s) URL like {QINIU_OTA_URL}, got {url!r}")
     xiaozhi = dataclasses.replace(settings.xiaozhi, ota_url=url)
     identity = load_identity(xiaozhi)
-    opts = PlatformOptions(base_url, timeout_s, credentials_file, {})
+    opts: QiniuOptions = PlatformOptions(base_url, timeout_s, credentials_file, {}, client_for)
 
     def progress(text: str) -> None:
         if not quiet:
             click.echo(text, err=True)
 
-    async def go() -> ProvisionResult:
-        async with client_for(opts) as client:
-            return await provision_qiniu(
-                xiaozhi,
-                identity,
-                client,
-                agent_ref,
-                timeout_s=activation_timeout,
-                poll_s=poll_interval,
-                retry_s=poll_interval * ota.ACTIVATION_RETRY_S / ota.ACTIVATION_POLL_S,
-                on_progress=progress,
-            )
-
-    result = run(go())
+    result = opts.call(
+        lambda client: provision_qiniu(
+            xiaozhi,
+            identity,
+            client,
+            agent_ref,
+            timeout_s=activation_timeout,
+            poll_s=poll_interval,
+            retry_s=poll_interval * ota.ACTIVATION_RETRY_S / ota.ACTIVATION_POLL_S,
+            on_progress=progress,
+        )
+    )
     emit(
         as_json,
         result.to_json(),

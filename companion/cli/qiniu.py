@@ -6,8 +6,9 @@ import asyncio
 import dataclasses
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -27,24 +28,27 @@ from ..platforms.qiniu_models import (
     AgentFunction,
     AgentUpdate,
     Captcha,
+    VoiceClone,
 )
 from ..state_dir import state_dir
 from .platforms import (
     PlatformOptions,
+    command,
     confirm,
     emit,
-    group_options,
+    emit_rows,
     json_option,
     local_time,
     pairs,
+    platform_group,
     read_structured_file,
     read_text_file,
-    run,
     save_file,
     secret_input,
     table,
 )
 
+T = TypeVar("T")
 ENV_PASSWORD = "COMPANION_QINIU_PASSWORD"
 CAPTCHA_FILE = "qiniu-captcha.png"
 
@@ -53,24 +57,22 @@ def register(group: click.Group) -> None:
     group.add_command(qiniu)
 
 
-def client_for(opts: PlatformOptions, *, authenticated: bool = True) -> QiniuClient:
-    """A client from the group options, with the credential found by the usual search (see credentials.py)."""
-    token = qiniu_token(opts.credentials_file).value if authenticated else None
-    return QiniuClient(token, **_hosts(opts))
+QiniuOptions = PlatformOptions[QiniuClient]
 
 
-def _hosts(opts: PlatformOptions) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"timeout_s": opts.timeout_s}
-    if opts.base_url:
-        kwargs["base_url"] = opts.base_url
-    if opts.extra.get("login_url"):
-        kwargs["login_url"] = opts.extra["login_url"]
-    return kwargs
+def client_for(opts: QiniuOptions, *, authenticated: bool = True, token: str | None = None) -> QiniuClient:
+    """A client from the group options: with `token` if given, else (when the call needs one) the
+    credential found by the usual search (see credentials.py)."""
+    if token is None and authenticated:
+        token = qiniu_token(opts.credentials_file).value
+    return QiniuClient(token, **opts.client_kwargs())
 
 
-@click.group("qiniu")
-@group_options(
-    "COMPANION_QINIU", "management host (default https://xrobo.qiniu.com; also used for login when given)"
+@platform_group(
+    "qiniu",
+    "COMPANION_QINIU",
+    "management host (default https://xrobo.qiniu.com; also used for login when given)",
+    client_for,
 )
 @click.option(
     "--login-url",
@@ -78,37 +80,25 @@ def _hosts(opts: PlatformOptions) -> dict[str, Any]:
     metavar="URL",
     help="login host (default https://xrobo.qiniuapi.com, or --base-url when that is given)",
 )
-@click.pass_context
-def qiniu(
-    ctx: click.Context,
-    base_url: str | None,
-    timeout_s: float,
-    credentials_file: str | None,
-    login_url: str | None,
-) -> None:
+def qiniu() -> None:
     """Qiniu 灵矽 xiaozhi platform: account, agents, devices, chat history, voice clones.
 
     Credentials: COMPANION_QINIU_TOKEN (login token or API key), else the login stored by
     `companion qiniu login`, else [qiniu] token in the credentials file.
     """
-    ctx.obj = PlatformOptions(base_url, timeout_s, credentials_file, {"login_url": login_url})
 
 
 # -- account ---------------------------------------------------------------------------------------
 
 
-def _fetch_captcha(opts: PlatformOptions, out: Path | None) -> tuple[Captcha, Path]:
-    async def go() -> Captcha:
-        async with client_for(opts, authenticated=False) as client:
-            return await client.captcha()
-
-    image = run(go())
+def _fetch_captcha(opts: QiniuOptions, out: Path | None) -> tuple[Captcha, Path]:
+    image = opts.call(lambda client: client.captcha(), authenticated=False)
     path = out or state_dir() / CAPTCHA_FILE
     save_file(path, image.image)
     return image, path
 
 
-def _captcha_answer(opts: PlatformOptions, captcha_id: str | None, text: str | None) -> tuple[str, str]:
+def _captcha_answer(opts: QiniuOptions, captcha_id: str | None, text: str | None) -> tuple[str, str]:
     """(captcha id, its text): from the options, else fetch one, show where it is and ask."""
     if captcha_id and text:
         return captcha_id, text
@@ -119,15 +109,13 @@ def _captcha_answer(opts: PlatformOptions, captcha_id: str | None, text: str | N
     return image.captcha_id, click.prompt("captcha text")
 
 
-@qiniu.command("captcha")
+@command(qiniu, "captcha")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"where to save the image (default: {CAPTCHA_FILE} in the state directory)",
 )
-@json_option
-@click.pass_obj
-def captcha_cmd(opts: PlatformOptions, out: Path | None, as_json: bool) -> None:
+def captcha_cmd(opts: QiniuOptions, out: Path | None, as_json: bool) -> None:
     """Fetch a captcha image for register/login; prints its path and its id."""
     image, path = _fetch_captcha(opts, out)
     emit(
@@ -138,17 +126,15 @@ def captcha_cmd(opts: PlatformOptions, out: Path | None, as_json: bool) -> None:
     )
 
 
-@qiniu.command("register")
+@command(qiniu, "register")
 @click.option("--username", required=True)
 @click.option(
     "--captcha-id", help="id printed by `companion qiniu captcha` (fetched and asked for if absent)"
 )
 @click.option("--captcha", "captcha_text", help="the captcha's text")
 @click.option("--mobile-captcha", default="", help="SMS code, when the platform asks for one")
-@json_option
-@click.pass_obj
 def register_cmd(
-    opts: PlatformOptions,
+    opts: QiniuOptions,
     username: str,
     captcha_id: str | None,
     captcha_text: str | None,
@@ -159,11 +145,9 @@ def register_cmd(
     cid, text = _captcha_answer(opts, captcha_id, captcha_text)
     password = secret_input(ENV_PASSWORD, "Password", confirm=True)
 
-    async def go() -> None:
-        async with client_for(opts, authenticated=False) as client:
-            await client.register(username, password, cid, text, mobile_captcha)
-
-    run(go())
+    opts.call(
+        lambda client: client.register(username, password, cid, text, mobile_captcha), authenticated=False
+    )
     emit(
         as_json,
         {"username": username, "registered": True},
@@ -171,7 +155,7 @@ def register_cmd(
     )
 
 
-@qiniu.command("login")
+@command(qiniu, "login")
 @click.option("--username", help="account name (asked for if absent)")
 @click.option("--mobile", default="", help="mobile number, for accounts that log in by phone")
 @click.option("--area-code", default="+86", show_default=True)
@@ -185,10 +169,8 @@ def register_cmd(
     is_flag=True,
     help=f"store a console API key instead (read from {ENV_QINIU_TOKEN} or a hidden prompt)",
 )
-@json_option
-@click.pass_obj
 def login_cmd(
-    opts: PlatformOptions,
+    opts: QiniuOptions,
     username: str | None,
     mobile: str,
     area_code: str,
@@ -204,11 +186,7 @@ def login_cmd(
     if use_api_key:
         key = secret_input(ENV_QINIU_TOKEN, "API key")
 
-        async def check() -> None:
-            async with QiniuClient(key, **_hosts(opts)) as client:
-                await client.verify_credential()
-
-        run(check())
+        opts.call(lambda client: client.verify_credential(), token=key)
         path = save_qiniu_login(StoredLogin(token=key, kind="api_key", expires_at=None, saved_at=time.time()))
         emit(
             as_json,
@@ -221,11 +199,10 @@ def login_cmd(
     cid, text = _captcha_answer(opts, captcha_id, captcha_text)
     password = secret_input(ENV_PASSWORD, "Password")
 
-    async def go() -> Any:
-        async with client_for(opts, authenticated=False) as client:
-            return await client.login(username, password, cid, text, mobile=mobile, area_code=area_code)
-
-    result = run(go())
+    result = opts.call(
+        lambda client: client.login(username, password, cid, text, mobile=mobile, area_code=area_code),
+        authenticated=False,
+    )
     now = time.time()
     expires_at = now + result.expire_s if result.expire_s else None
     path = save_qiniu_login(
@@ -255,10 +232,8 @@ def logout_cmd(as_json: bool) -> None:
     emit(as_json, {"removed": str(path) if path else None}, text)
 
 
-@qiniu.command("whoami")
-@json_option
-@click.pass_obj
-def whoami_cmd(opts: PlatformOptions, as_json: bool) -> None:
+@command(qiniu, "whoami")
+def whoami_cmd(opts: QiniuOptions, as_json: bool) -> None:
     """Which credential commands would use, and until when (the secret itself is not shown)."""
     secret = qiniu_token(opts.credentials_file)
     stored = load_qiniu_login()
@@ -279,25 +254,22 @@ def agents() -> None:
     """List, search, show, create, update and delete agents."""
 
 
-def _agent_rows(items: list[Agent]) -> str:
-    return table(
-        ["ID", "NAME", "ASSISTANT", "LLM", "VOICE", "DEVICES", "LAST CONNECTED"],
-        [
-            [
-                a.id,
-                a.agent_name,
-                a.assistant_name,
-                a.llm_model_name or a.llm_model_id,
-                a.tts_voice_name or a.tts_voice_id,
-                a.device_count,
-                a.last_connected_at,
-            ]
-            for a in items
-        ],
-    )
+AGENT_COLUMNS = ["ID", "NAME", "ASSISTANT", "LLM", "VOICE", "DEVICES", "LAST CONNECTED"]
 
 
-@agents.command("list")
+def _agent_row(a: Agent) -> list[Any]:
+    return [
+        a.id,
+        a.agent_name,
+        a.assistant_name,
+        a.llm_model_name or a.llm_model_id,
+        a.tts_voice_name or a.tts_voice_id,
+        a.device_count,
+        a.last_connected_at,
+    ]
+
+
+@command(agents, "list")
 @click.option(
     "--page-size",
     type=click.IntRange(1, 100),
@@ -305,20 +277,13 @@ def _agent_rows(items: list[Agent]) -> str:
     show_default=True,
     help="agents per request; every page is fetched",
 )
-@json_option
-@click.pass_obj
-def agents_list(opts: PlatformOptions, page_size: int, as_json: bool) -> None:
+def agents_list(opts: QiniuOptions, page_size: int, as_json: bool) -> None:
     """All agents of the account (the cursor is followed to the end)."""
-
-    async def go() -> list[Agent]:
-        async with client_for(opts) as client:
-            return await client.list_agents(page_size)
-
-    items = run(go())
-    emit(as_json, [a.raw for a in items], lambda: _agent_rows(items))
+    items = opts.call(lambda client: client.list_agents(page_size))
+    emit_rows(as_json, items, AGENT_COLUMNS, _agent_row)
 
 
-@agents.command("search")
+@command(agents, "search")
 @click.argument("query")
 @click.option(
     "--by",
@@ -327,36 +292,21 @@ def agents_list(opts: PlatformOptions, page_size: int, as_json: bool) -> None:
     show_default=True,
     help="name prefix, a bound device's MAC, or an agent id",
 )
-@json_option
-@click.pass_obj
-def agents_search(opts: PlatformOptions, query: str, by: str, as_json: bool) -> None:
+def agents_search(opts: QiniuOptions, query: str, by: str, as_json: bool) -> None:
     """Agents whose name starts with QUERY (or bound to MAC QUERY, or with id QUERY)."""
-
-    async def go() -> list[Agent]:
-        async with client_for(opts) as client:
-            return await client.search_agents(query, by)
-
-    items = run(go())
-    emit(as_json, [a.raw for a in items], lambda: _agent_rows(items))
+    items = opts.call(lambda client: client.search_agents(query, by))
+    emit_rows(as_json, items, AGENT_COLUMNS, _agent_row)
 
 
-@agents.command("show")
+@command(agents, "show")
 @click.argument("agent")
-@json_option
-@click.pass_obj
-def agents_show(opts: PlatformOptions, agent: str, as_json: bool) -> None:
+def agents_show(opts: QiniuOptions, agent: str, as_json: bool) -> None:
     """One agent's full configuration; AGENT is an id or an exact name."""
-
-    async def go() -> Agent:
-        async with client_for(opts) as client:
-            found = await client.resolve_agent(agent)
-            return await client.get_agent(found.id)
-
-    item = run(go())
+    _, item = opts.call(on_agent(agent, lambda client, agent_id: client.get_agent(agent_id)))
     emit(as_json, item.raw, lambda: pairs(item.raw.items()))
 
 
-@agents.command("create")
+@command(agents, "create")
 @click.option("--name", required=True, help="agentName")
 @click.option("--assistant-name", help="assistantName: what the agent calls itself ({{assistant_name}})")
 @click.option("--lang-code", help="langCode, e.g. zh")
@@ -368,10 +318,8 @@ def agents_show(opts: PlatformOptions, agent: str, as_json: bool) -> None:
 @click.option("--llm-model", "llm_model_id", help="llmModelId")
 @click.option("--memory-model", "mem_model_id", help="memModelId, e.g. Memory_nomem")
 @click.option("--intent-model", "intent_model_id", help="intentModelId, e.g. Intent_function_call")
-@json_option
-@click.pass_obj
 def agents_create(
-    opts: PlatformOptions,
+    opts: QiniuOptions,
     name: str,
     assistant_name: str | None,
     lang_code: str | None,
@@ -397,11 +345,7 @@ def agents_create(
         intent_model_id,
     )
 
-    async def go() -> str:
-        async with client_for(opts) as client:
-            return await client.create_agent(request)
-
-    agent_id = run(go())
+    agent_id = opts.call(lambda client: client.create_agent(request))
     emit(as_json, agent_id, f"created agent {agent_id} ({name})")
 
 
@@ -507,7 +451,7 @@ def build_agent_update(
     return dataclasses.replace(base, **changes)
 
 
-@agents.command("update")
+@command(agents, "update")
 @click.argument("agent")
 @click.option(
     "--from-file",
@@ -524,10 +468,8 @@ def build_agent_update(
     help="functions: JSON list (or TOML [[functions]]) of {pluginId, paramInfo}",
 )
 @_update_options
-@json_option
-@click.pass_obj
 def agents_update(
-    opts: PlatformOptions,
+    opts: QiniuOptions,
     agent: str,
     file_path: str | None,
     system_prompt_file: str | None,
@@ -540,36 +482,22 @@ def agents_update(
     if update.is_empty():
         raise PlatformError("nothing to update: give at least one field option or --from-file")
 
-    async def go() -> tuple[str, Any]:
-        async with client_for(opts) as client:
-            found = await client.resolve_agent(agent)
-            return found.id, await client.update_agent(found.id, update)
-
-    agent_id, data = run(go())
+    agent_id, data = opts.call(
+        on_agent(agent, lambda client, agent_id: client.update_agent(agent_id, update))
+    )
     sent = ", ".join(update.to_api())
     emit(as_json, data, f"updated agent {agent_id}: {sent}")
 
 
-@agents.command("delete")
+@command(agents, "delete")
 @click.argument("agent")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-@json_option
-@click.pass_obj
-def agents_delete(opts: PlatformOptions, agent: str, yes: bool, as_json: bool) -> None:
+def agents_delete(opts: QiniuOptions, agent: str, yes: bool, as_json: bool) -> None:
     """Delete an agent for good (asks first unless --yes). AGENT is an id or an exact name."""
-
-    async def find() -> Agent:
-        async with client_for(opts) as client:
-            return await client.resolve_agent(agent)
-
-    found = run(find())
+    found = opts.call(lambda client: client.resolve_agent(agent))
     confirm(f"Delete agent {found.id} ({found.agent_name or 'unnamed'})? This cannot be undone.", yes)
 
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.delete_agent(found.id)
-
-    data = run(go())
+    data = opts.call(lambda client: client.delete_agent(found.id))
     emit(as_json, data, f"deleted agent {found.id}")
 
 
@@ -581,68 +509,55 @@ def devices() -> None:
     """Bound devices: list, bind by activation code, pre-register by MAC, unbind, move."""
 
 
-async def _agent_id(client: QiniuClient, ref: str) -> str:
-    return (await client.resolve_agent(ref)).id
+def on_agent(
+    ref: str, step: Callable[[QiniuClient, str], Awaitable[T]]
+) -> Callable[[QiniuClient], Awaitable[tuple[str, T]]]:
+    """An action that first finds AGENT (an id or an exact name), then runs `step` with its id."""
+
+    async def action(client: QiniuClient) -> tuple[str, T]:
+        agent_id = (await client.resolve_agent(ref)).id
+        return agent_id, await step(client, agent_id)
+
+    return action
 
 
-@devices.command("list")
+@command(devices, "list")
 @click.argument("agent")
-@json_option
-@click.pass_obj
-def devices_list(opts: PlatformOptions, agent: str, as_json: bool) -> None:
+def devices_list(opts: QiniuOptions, agent: str, as_json: bool) -> None:
     """Devices bound to AGENT (an id or an exact name)."""
-
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.list_devices(await _agent_id(client, agent))
-
-    items = run(go())
-    emit(
+    _, items = opts.call(on_agent(agent, lambda client, agent_id: client.list_devices(agent_id)))
+    emit_rows(
         as_json,
-        [d.raw for d in items],
-        lambda: table(
-            ["MAC", "BOARD", "ALIAS", "APP VERSION", "AUTO UPDATE", "LAST CONNECTED"],
-            [[d.mac, d.board, d.alias, d.app_version, d.auto_update, d.last_connected_at] for d in items],
-        ),
+        items,
+        ["MAC", "BOARD", "ALIAS", "APP VERSION", "AUTO UPDATE", "LAST CONNECTED"],
+        lambda d: [d.mac, d.board, d.alias, d.app_version, d.auto_update, d.last_connected_at],
     )
 
 
-@devices.command("bind")
+@command(devices, "bind")
 @click.argument("agent")
 @click.argument("code")
-@json_option
-@click.pass_obj
-def devices_bind(opts: PlatformOptions, agent: str, code: str, as_json: bool) -> None:
+def devices_bind(opts: QiniuOptions, agent: str, code: str, as_json: bool) -> None:
     """Bind the device showing activation CODE (6 digits, spoken/shown by the device) to AGENT."""
-
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            agent_id = await _agent_id(client, agent)
-            return agent_id, await client.bind_device(agent_id, code)
-
-    agent_id, result = run(go())
+    agent_id, result = opts.call(on_agent(agent, lambda client, agent_id: client.bind_device(agent_id, code)))
     what = f"device {result.mac}" if result.mac else "the device"
     emit(as_json, result.raw, f"bound {what} to agent {agent_id}")
 
 
-@devices.command("preregister")
+@command(devices, "preregister")
 @click.argument("agent")
 @click.argument("macs", nargs=-1)
 @click.option("--serial", "serials", multiple=True, help="a serial number to pre-register (repeatable)")
-@json_option
-@click.pass_obj
 def devices_preregister(
-    opts: PlatformOptions, agent: str, macs: tuple[str, ...], serials: tuple[str, ...], as_json: bool
+    opts: QiniuOptions, agent: str, macs: tuple[str, ...], serials: tuple[str, ...], as_json: bool
 ) -> None:
     """Pre-register devices by MAC to AGENT; reports each MAC. Exit status 1 if any failed."""
     if not macs and not serials:
         raise PlatformError("give at least one MAC address (or --serial)")
 
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.preregister(await _agent_id(client, agent), macs, serials)
-
-    result = run(go())
+    _, result = opts.call(
+        on_agent(agent, lambda client, agent_id: client.preregister(agent_id, macs, serials))
+    )
     outcomes = result.outcomes(macs)
     emit(
         as_json,
@@ -659,36 +574,20 @@ def devices_preregister(
         click.get_current_context().exit(1)
 
 
-@devices.command("unbind")
+@command(devices, "unbind")
 @click.argument("mac")
-@json_option
-@click.pass_obj
-def devices_unbind(opts: PlatformOptions, mac: str, as_json: bool) -> None:
+def devices_unbind(opts: QiniuOptions, mac: str, as_json: bool) -> None:
     """Unbind the device with this MAC."""
-
-    async def go() -> None:
-        async with client_for(opts) as client:
-            await client.unbind_device(mac)
-
-    run(go())
+    opts.call(lambda client: client.unbind_device(mac))
     emit(as_json, None, f"unbound {mac}")
 
 
-@devices.command("move")
+@command(devices, "move")
 @click.argument("mac")
 @click.argument("agent")
-@json_option
-@click.pass_obj
-def devices_move(opts: PlatformOptions, mac: str, agent: str, as_json: bool) -> None:
+def devices_move(opts: QiniuOptions, mac: str, agent: str, as_json: bool) -> None:
     """Switch the device with this MAC to AGENT (its chat history follows)."""
-
-    async def go() -> str:
-        async with client_for(opts) as client:
-            agent_id = await _agent_id(client, agent)
-            await client.move_device(mac, agent_id)
-            return agent_id
-
-    agent_id = run(go())
+    agent_id, _ = opts.call(on_agent(agent, lambda client, agent_id: client.move_device(mac, agent_id)))
     emit(as_json, None, f"moved {mac} to agent {agent_id}")
 
 
@@ -704,113 +603,68 @@ def _prereg_pairs(device: Any) -> str:
     return pairs(device.raw.items())
 
 
-@prereg.command("list")
+@command(prereg, "list")
 @click.argument("agent")
-@json_option
-@click.pass_obj
-def prereg_list(opts: PlatformOptions, agent: str, as_json: bool) -> None:
+def prereg_list(opts: QiniuOptions, agent: str, as_json: bool) -> None:
     """Devices pre-registered to AGENT (every page)."""
-
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.list_preregistered(await _agent_id(client, agent))
-
-    items = run(go())
-    emit(
+    _, items = opts.call(on_agent(agent, lambda client, agent_id: client.list_preregistered(agent_id)))
+    emit_rows(
         as_json,
-        [d.raw for d in items],
-        lambda: table(
-            ["MAC", "SERIAL", "STATUS", "CREATED", "ID"],
-            [[d.mac_address, d.serial_number, d.status, d.created_at, d.id] for d in items],
-        ),
+        items,
+        ["MAC", "SERIAL", "STATUS", "CREATED", "ID"],
+        lambda d: [d.mac_address, d.serial_number, d.status, d.created_at, d.id],
     )
 
 
-@prereg.command("show")
+@command(prereg, "show")
 @click.argument("mac")
-@json_option
-@click.pass_obj
-def prereg_show(opts: PlatformOptions, mac: str, as_json: bool) -> None:
+def prereg_show(opts: QiniuOptions, mac: str, as_json: bool) -> None:
     """The pre-registration of MAC."""
-
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.get_preregistered(mac)
-
-    device = run(go())
+    device = opts.call(lambda client: client.get_preregistered(mac))
     if device is None:
         raise PlatformError(f"Qiniu: {mac} is not pre-registered")
     emit(as_json, device.raw, lambda: _prereg_pairs(device))
 
 
-@prereg.command("delete")
+@command(prereg, "delete")
 @click.argument("mac")
-@json_option
-@click.pass_obj
-def prereg_delete(opts: PlatformOptions, mac: str, as_json: bool) -> None:
+def prereg_delete(opts: QiniuOptions, mac: str, as_json: bool) -> None:
     """Remove the pre-registration of MAC."""
-
-    async def go() -> None:
-        async with client_for(opts) as client:
-            await client.delete_preregistered(mac)
-
-    run(go())
+    opts.call(lambda client: client.delete_preregistered(mac))
     emit(as_json, None, f"removed the pre-registration of {mac}")
 
 
 # -- chat history ----------------------------------------------------------------------------------
 
 
-@qiniu.command("sessions")
+@command(qiniu, "sessions")
 @click.argument("agent")
 @click.option("--max", "max_items", type=click.IntRange(1), help="stop after this many sessions")
 @click.option("--page-size", type=click.IntRange(1, 100), default=20, show_default=True)
-@json_option
-@click.pass_obj
 def sessions_cmd(
-    opts: PlatformOptions, agent: str, max_items: int | None, page_size: int, as_json: bool
+    opts: QiniuOptions, agent: str, max_items: int | None, page_size: int, as_json: bool
 ) -> None:
     """Chat sessions of AGENT, newest first (every page unless --max)."""
-
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.list_sessions(await _agent_id(client, agent), page_size, max_items)
-
-    total, items = run(go())
-    emit(
+    _, (total, items) = opts.call(
+        on_agent(agent, lambda client, agent_id: client.list_sessions(agent_id, page_size, max_items))
+    )
+    emit_rows(
         as_json,
-        [s.raw for s in items],
-        lambda: (
-            table(
-                ["SESSION", "CREATED", "MESSAGES"],
-                [[s.session_id, s.created_at, s.chat_count] for s in items],
-            )
-            + (f"\n{len(items)} of {total} sessions" if total is not None else "")
-        ),
+        items,
+        ["SESSION", "CREATED", "MESSAGES"],
+        lambda s: [s.session_id, s.created_at, s.chat_count],
+        footer=f"\n{len(items)} of {total} sessions" if total is not None else "",
     )
 
 
-@qiniu.command("history")
+@command(qiniu, "history")
 @click.argument("agent")
 @click.argument("session")
-@json_option
-@click.pass_obj
-def history_cmd(opts: PlatformOptions, agent: str, session: str, as_json: bool) -> None:
+def history_cmd(opts: QiniuOptions, agent: str, session: str, as_json: bool) -> None:
     """The messages of one SESSION of AGENT."""
-
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.chat_history(await _agent_id(client, agent), session)
-
-    items = run(go())
-    emit(
-        as_json,
-        [m.raw for m in items],
-        lambda: table(
-            ["TIME", "WHO", "CONTENT"],
-            [[m.created_at, m.speaker, m.content] for m in items],
-            width=80,
-        ),
+    _, items = opts.call(on_agent(agent, lambda client, agent_id: client.chat_history(agent_id, session)))
+    emit_rows(
+        as_json, items, ["TIME", "WHO", "CONTENT"], lambda m: [m.created_at, m.speaker, m.content], width=80
     )
 
 
@@ -835,42 +689,26 @@ def _clone_text(clone: Any) -> str:
     )
 
 
-@voice_clone.command("create")
+@command(voice_clone, "create")
 @click.option("--language", default="zh", show_default=True, help="fixed for good; free tier: zh or en")
 @click.option("--tier", type=click.Choice(["free", "pro"]), default="free", show_default=True)
-@json_option
-@click.pass_obj
-def clone_create(opts: PlatformOptions, language: str, tier: str, as_json: bool) -> None:
+def clone_create(opts: QiniuOptions, language: str, tier: str, as_json: bool) -> None:
     """Create an empty voice-clone slot (state Init)."""
-
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.create_voice_clone(language, tier)
-
-    clone = run(go())
+    clone = opts.call(lambda client: client.create_voice_clone(language, tier))
     emit(as_json, clone.raw, lambda: _clone_text(clone))
 
 
-@voice_clone.command("upload")
+@command(voice_clone, "upload")
 @click.argument("clone_id")
 @click.option("--name", required=True, help="voice name, at most 20 characters")
 @click.option("--audio-url", help="URL of 10-60 s of clean speech; without it only the name changes")
-@json_option
-@click.pass_obj
-def clone_upload(
-    opts: PlatformOptions, clone_id: str, name: str, audio_url: str | None, as_json: bool
-) -> None:
+def clone_upload(opts: QiniuOptions, clone_id: str, name: str, audio_url: str | None, as_json: bool) -> None:
     """Give the slot its recording (by URL) and start training; a paid slot uses quota each time."""
-
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.train_voice_clone(clone_id, name, audio_url)
-
-    clone = run(go())
+    clone = opts.call(lambda client: client.train_voice_clone(clone_id, name, audio_url))
     emit(as_json, clone.raw, lambda: _clone_text(clone))
 
 
-@voice_clone.command("status")
+@command(voice_clone, "status")
 @click.argument("clone_id")
 @click.option("--wait", is_flag=True, help="poll until the state is Success or Failed")
 @click.option(
@@ -887,68 +725,50 @@ def clone_upload(
     show_default=True,
     help="give up waiting after this many seconds",
 )
-@json_option
-@click.pass_obj
 def clone_status(
-    opts: PlatformOptions, clone_id: str, wait: bool, interval: float, wait_timeout: float, as_json: bool
+    opts: QiniuOptions, clone_id: str, wait: bool, interval: float, wait_timeout: float, as_json: bool
 ) -> None:
     """A voice clone's state (Init, Training, Success, Failed)."""
 
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            clone = await client.get_voice_clone(clone_id)
-            if not wait:
-                return clone
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + wait_timeout
-            while not clone.finished:
-                if loop.time() + interval > deadline:
-                    raise PlatformError(
-                        f"Qiniu: voice clone {clone_id} is still {clone.state} after {wait_timeout:.0f} s"
-                    )
-                await asyncio.sleep(interval)
-                clone = await client.get_voice_clone(clone_id)
+    async def follow(client: QiniuClient) -> VoiceClone:
+        clone = await client.get_voice_clone(clone_id)
+        if not wait:
             return clone
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_timeout
+        while not clone.finished:
+            if loop.time() + interval > deadline:
+                raise PlatformError(
+                    f"Qiniu: voice clone {clone_id} is still {clone.state} after {wait_timeout:.0f} s"
+                )
+            await asyncio.sleep(interval)
+            clone = await client.get_voice_clone(clone_id)
+        return clone
 
-    clone = run(go())
+    clone = opts.call(follow)
     emit(as_json, clone.raw, lambda: _clone_text(clone))
     if wait and clone.state == "Failed":
         click.get_current_context().exit(1)
 
 
-@voice_clone.command("list")
-@json_option
-@click.pass_obj
-def clone_list(opts: PlatformOptions, as_json: bool) -> None:
+@command(voice_clone, "list")
+def clone_list(opts: QiniuOptions, as_json: bool) -> None:
     """All voice clones of the account."""
-
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.list_voice_clones()
-
-    items = run(go())
-    emit(
+    items = opts.call(lambda client: client.list_voice_clones())
+    emit_rows(
         as_json,
-        [c.raw for c in items],
-        lambda: table(
-            ["ID", "NAME", "STATE", "LANGUAGE", "TIER"],
-            [[c.id, c.name, c.state, c.language, c.tier] for c in items],
-        ),
+        items,
+        ["ID", "NAME", "STATE", "LANGUAGE", "TIER"],
+        lambda c: [c.id, c.name, c.state, c.language, c.tier],
     )
 
 
-@voice_clone.command("delete")
+@command(voice_clone, "delete")
 @click.argument("clone_id")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-@json_option
-@click.pass_obj
-def clone_delete(opts: PlatformOptions, clone_id: str, yes: bool, as_json: bool) -> None:
+def clone_delete(opts: QiniuOptions, clone_id: str, yes: bool, as_json: bool) -> None:
     """Delete a voice clone for good (paid slots cannot be deleted)."""
     confirm(f"Delete voice clone {clone_id}? This cannot be undone.", yes)
 
-    async def go() -> None:
-        async with client_for(opts) as client:
-            await client.delete_voice_clone(clone_id)
-
-    run(go())
+    opts.call(lambda client: client.delete_voice_clone(clone_id))
     emit(as_json, None, f"deleted voice clone {clone_id}")

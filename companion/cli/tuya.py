@@ -10,17 +10,18 @@ import click
 from ..platforms.credentials import tuya_keys
 from ..platforms.errors import PlatformError
 from ..platforms.tuya import ACTIONS, AGENT_PREFIX, DEFAULT_REGION, REGIONS, TuyaClient
-from ..platforms.tuya_models import BIND_ROLE_TYPES, HistoryEntry, Role, RoleFields
+from ..platforms.tuya_models import BIND_ROLE_TYPES, Role, RoleFields
 from .platforms import (
     PlatformOptions,
+    command,
     confirm,
     emit,
-    group_options,
+    emit_rows,
     json_option,
     local_time_ms,
     pairs,
+    platform_group,
     read_structured_file,
-    run,
     table,
 )
 
@@ -31,7 +32,10 @@ def register(group: click.Group) -> None:
     group.add_command(tuya)
 
 
-def client_for(opts: PlatformOptions) -> TuyaClient:
+TuyaOptions = PlatformOptions[TuyaClient]
+
+
+def client_for(opts: TuyaOptions) -> TuyaClient:
     client_id, secret = tuya_keys(opts.credentials_file)
     return TuyaClient(
         client_id.value,
@@ -42,8 +46,12 @@ def client_for(opts: PlatformOptions) -> TuyaClient:
     )
 
 
-@click.group("tuya")
-@group_options("COMPANION_TUYA", "OpenAPI host; overrides --region (for data centers not listed there)")
+@platform_group(
+    "tuya",
+    "COMPANION_TUYA",
+    "OpenAPI host; overrides --region (for data centers not listed there)",
+    client_for,
+)
 @click.option(
     "--region",
     type=click.Choice(sorted(REGIONS)),
@@ -52,16 +60,12 @@ def client_for(opts: PlatformOptions) -> TuyaClient:
     envvar="COMPANION_TUYA_REGION",
     help="data center of the cloud project",
 )
-@click.pass_context
-def tuya(
-    ctx: click.Context, base_url: str | None, timeout_s: float, credentials_file: str | None, region: str
-) -> None:
+def tuya() -> None:
     """Tuya AI agent device chat service over the signed Cloud OpenAPI.
 
     Credentials: COMPANION_TUYA_CLIENT_ID and COMPANION_TUYA_SECRET (the cloud project's Access ID and
     Secret), else [tuya] client_id and secret in the credentials file.
     """
-    ctx.obj = PlatformOptions(base_url, timeout_s, credentials_file, {"region": region})
 
 
 def role_type(value: str | None) -> int | None:
@@ -80,22 +84,19 @@ def _role_text(role: Role) -> str:
     return pairs(role.raw.items())
 
 
-def _role_rows(roles: list[Role], id_column: str = "ROLE ID") -> str:
-    return table(
-        [id_column, "NAME", "LANGUAGE", "VOICE", "LLM", "BOUND", "TEMPLATE"],
-        [
-            [
-                r.role_id or r.template_id,
-                r.role_name,
-                r.use_lang_name or r.use_lang_code,
-                r.use_timbre_name or r.use_timbre_id,
-                r.use_llm_name or r.use_llm_id,
-                r.bound,
-                r.template_id,
-            ]
-            for r in roles
-        ],
-    )
+ROLE_COLUMNS = ["NAME", "LANGUAGE", "VOICE", "LLM", "BOUND", "TEMPLATE"]
+
+
+def _role_row(r: Role) -> list[Any]:
+    return [
+        r.role_id or r.template_id,
+        r.role_name,
+        r.use_lang_name or r.use_lang_code,
+        r.use_timbre_name or r.use_timbre_id,
+        r.use_llm_name or r.use_llm_id,
+        r.bound,
+        r.template_id,
+    ]
 
 
 # -- role binding ----------------------------------------------------------------------------------
@@ -106,54 +107,34 @@ def role() -> None:
     """The device's bound role: initialise, show, bind."""
 
 
-@role.command("init")
+@command(role, "init")
 @click.argument("device_id")
-@json_option
-@click.pass_obj
-def role_init(opts: PlatformOptions, device_id: str, as_json: bool) -> None:
+def role_init(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Initialise the role binding of DEVICE_ID (syncs changes made on the developer platform)."""
-
-    async def go() -> Role:
-        async with client_for(opts) as client:
-            return await client.init_role(device_id)
-
-    item = run(go())
+    item = opts.call(lambda client: client.init_role(device_id))
     emit(as_json, item.raw, lambda: _role_text(item))
 
 
-@role.command("show")
+@command(role, "show")
 @click.argument("device_id")
-@json_option
-@click.pass_obj
-def role_show(opts: PlatformOptions, device_id: str, as_json: bool) -> None:
+def role_show(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """The role DEVICE_ID is bound to."""
-
-    async def go() -> Role:
-        async with client_for(opts) as client:
-            return await client.bound_role(device_id)
-
-    item = run(go())
+    item = opts.call(lambda client: client.bound_role(device_id))
     emit(as_json, item.raw, lambda: _role_text(item))
 
 
-@role.command("bind")
+@command(role, "bind")
 @click.argument("device_id")
 @click.option(
     "--type", "type_", type=ROLE_TYPE_CHOICE, required=True, help="custom (0), template (1), single (2)"
 )
 @click.option("--role-id", help="the custom role or template id (not for single)")
-@json_option
-@click.pass_obj
-def role_bind(opts: PlatformOptions, device_id: str, type_: str, role_id: str | None, as_json: bool) -> None:
+def role_bind(opts: TuyaOptions, device_id: str, type_: str, role_id: str | None, as_json: bool) -> None:
     """Bind DEVICE_ID to a role."""
     kind = ROLE_TYPE_NAMES.get(type_)
     kind = int(type_) if kind is None else kind
 
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.bind_role(device_id, kind, role_id)
-
-    result = run(go())
+    result = opts.call(lambda client: client.bind_role(device_id, kind, role_id))
     emit(as_json, result, f"bound {device_id} to {BIND_ROLE_TYPES[kind]} role {role_id or ''}".rstrip())
 
 
@@ -185,63 +166,41 @@ def _fields(options: dict[str, Any]) -> RoleFields:
     return RoleFields(**{key: options.get(key) for key in RoleFields.__dataclass_fields__})
 
 
-@roles.command("list")
+@command(roles, "list")
 @click.argument("device_id")
-@json_option
-@click.pass_obj
-def roles_list(opts: PlatformOptions, device_id: str, as_json: bool) -> None:
+def roles_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Every custom role of DEVICE_ID (all pages)."""
-
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.list_custom_roles(device_id)
-
-    _total, items = run(go())
-    emit(as_json, [r.raw for r in items], lambda: _role_rows(items))
+    _total, items = opts.call(lambda client: client.list_custom_roles(device_id))
+    emit_rows(as_json, items, ["ROLE ID", *ROLE_COLUMNS], _role_row)
 
 
-@roles.command("show")
+@command(roles, "show")
 @click.argument("device_id")
 @click.argument("role_id")
-@json_option
-@click.pass_obj
-def roles_show(opts: PlatformOptions, device_id: str, role_id: str, as_json: bool) -> None:
+def roles_show(opts: TuyaOptions, device_id: str, role_id: str, as_json: bool) -> None:
     """One custom role."""
-
-    async def go() -> Role:
-        async with client_for(opts) as client:
-            return await client.get_custom_role(device_id, role_id)
-
-    item = run(go())
+    item = opts.call(lambda client: client.get_custom_role(device_id, role_id))
     emit(as_json, item.raw, lambda: _role_text(item))
 
 
-@roles.command("create")
+@command(roles, "create")
 @click.argument("device_id")
 @_role_field_options
-@json_option
-@click.pass_obj
-def roles_create(opts: PlatformOptions, device_id: str, as_json: bool, **options: Any) -> None:
+def roles_create(opts: TuyaOptions, device_id: str, as_json: bool, **options: Any) -> None:
     """Create a custom role (--name, --introduce, --image-url, --lang, --voice and --llm are required)."""
     fields = _fields(options)
 
-    async def go() -> str:
-        async with client_for(opts) as client:
-            return await client.create_custom_role(device_id, fields)
-
-    role_id = run(go())
+    role_id = opts.call(lambda client: client.create_custom_role(device_id, fields))
     emit(as_json, role_id, f"created role {role_id}")
 
 
-@roles.command("from-template")
+@command(roles, "from-template")
 @click.argument("device_id")
 @click.argument("template_id")
 @_role_field_options
 @click.option("--bind/--no-bind", "need_bind", default=None, help="bind the device to the new role")
-@json_option
-@click.pass_obj
 def roles_from_template(
-    opts: PlatformOptions,
+    opts: TuyaOptions,
     device_id: str,
     template_id: str,
     need_bind: bool | None,
@@ -251,47 +210,33 @@ def roles_from_template(
     """Create a custom role from TEMPLATE_ID, overriding the fields given."""
     fields = _fields(options)
 
-    async def go() -> str:
-        async with client_for(opts) as client:
-            return await client.create_role_from_template(device_id, template_id, fields, need_bind)
-
-    role_id = run(go())
+    role_id = opts.call(
+        lambda client: client.create_role_from_template(device_id, template_id, fields, need_bind)
+    )
     emit(as_json, role_id, f"created role {role_id} from template {template_id}")
 
 
-@roles.command("update")
+@command(roles, "update")
 @click.argument("device_id")
 @click.argument("role_id")
 @_role_field_options
-@json_option
-@click.pass_obj
-def roles_update(opts: PlatformOptions, device_id: str, role_id: str, as_json: bool, **options: Any) -> None:
+def roles_update(opts: TuyaOptions, device_id: str, role_id: str, as_json: bool, **options: Any) -> None:
     """Change a custom role; only the fields given are sent."""
     fields = _fields(options)
 
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.update_custom_role(device_id, role_id, fields)
-
-    result = run(go())
+    result = opts.call(lambda client: client.update_custom_role(device_id, role_id, fields))
     emit(as_json, result, f"updated role {role_id}: {', '.join(fields.to_api())}")
 
 
-@roles.command("delete")
+@command(roles, "delete")
 @click.argument("device_id")
 @click.argument("role_id")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-@json_option
-@click.pass_obj
-def roles_delete(opts: PlatformOptions, device_id: str, role_id: str, yes: bool, as_json: bool) -> None:
+def roles_delete(opts: TuyaOptions, device_id: str, role_id: str, yes: bool, as_json: bool) -> None:
     """Delete a custom role (asks first unless --yes)."""
     confirm(f"Delete role {role_id} of {device_id}? This cannot be undone.", yes)
 
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.delete_custom_role(device_id, role_id)
-
-    result = run(go())
+    result = opts.call(lambda client: client.delete_custom_role(device_id, role_id))
     emit(as_json, result, f"deleted role {role_id}")
 
 
@@ -303,34 +248,20 @@ def templates() -> None:
     """Role templates offered to a device."""
 
 
-@templates.command("list")
+@command(templates, "list")
 @click.argument("device_id")
-@json_option
-@click.pass_obj
-def templates_list(opts: PlatformOptions, device_id: str, as_json: bool) -> None:
+def templates_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Role templates available to DEVICE_ID."""
-
-    async def go() -> list[Role]:
-        async with client_for(opts) as client:
-            return await client.list_templates(device_id)
-
-    items = run(go())
-    emit(as_json, [r.raw for r in items], lambda: _role_rows(items, "TEMPLATE ID"))
+    items = opts.call(lambda client: client.list_templates(device_id))
+    emit_rows(as_json, items, ["TEMPLATE ID", *ROLE_COLUMNS], _role_row)
 
 
-@templates.command("show")
+@command(templates, "show")
 @click.argument("device_id")
 @click.argument("template_id")
-@json_option
-@click.pass_obj
-def templates_show(opts: PlatformOptions, device_id: str, template_id: str, as_json: bool) -> None:
+def templates_show(opts: TuyaOptions, device_id: str, template_id: str, as_json: bool) -> None:
     """One role template."""
-
-    async def go() -> Role:
-        async with client_for(opts) as client:
-            return await client.get_template(device_id, template_id)
-
-    item = run(go())
+    item = opts.call(lambda client: client.get_template(device_id, template_id))
     emit(as_json, item.raw, lambda: _role_text(item))
 
 
@@ -342,7 +273,7 @@ def history() -> None:
     """Chat history of a device's role: list, delete."""
 
 
-@history.command("list")
+@command(history, "list")
 @click.argument("device_id")
 @click.option(
     "--type", "type_", type=ROLE_TYPE_CHOICE, required=True, help="custom (0), template (1), single (2)"
@@ -352,10 +283,8 @@ def history() -> None:
     "--before", "before_ms", type=int, help="only entries older than this time (ms since the epoch)"
 )
 @click.option("--max", "max_items", type=click.IntRange(1), help="stop after this many entries")
-@json_option
-@click.pass_obj
 def history_list(
-    opts: PlatformOptions,
+    opts: TuyaOptions,
     device_id: str,
     type_: str,
     role_id: str | None,
@@ -364,39 +293,29 @@ def history_list(
     as_json: bool,
 ) -> None:
     """Chat history, newest first, every entry once (pages of 20 are walked back in time)."""
-
-    async def go() -> list[HistoryEntry]:
-        async with client_for(opts) as client:
-            return await client.history(
-                device_id,
-                bind_role_type=role_type(type_),
-                role_id=role_id,
-                before_ms=before_ms,
-                max_items=max_items,
-            )
-
-    items = run(go())
-    emit(
+    kind = role_type(type_)
+    items = opts.call(
+        lambda client: client.history(
+            device_id, bind_role_type=kind, role_id=role_id, before_ms=before_ms, max_items=max_items
+        )
+    )
+    emit_rows(
         as_json,
-        [e.raw for e in items],
-        lambda: table(
-            ["TIME", "QUESTION", "ANSWER", "REQUEST ID"],
-            [[local_time_ms(e.gmt_create), e.question_text, e.answer_text, e.request_id] for e in items],
-        ),
+        items,
+        ["TIME", "QUESTION", "ANSWER", "REQUEST ID"],
+        lambda e: [local_time_ms(e.gmt_create), e.question_text, e.answer_text, e.request_id],
     )
 
 
-@history.command("delete")
+@command(history, "delete")
 @click.argument("device_id")
 @click.argument("request_ids", nargs=-1)
 @click.option("--type", "type_", type=ROLE_TYPE_CHOICE, help="custom (0), template (1), single (2)")
 @click.option("--role-id", help="the role (not for single)")
 @click.option("--all", "clear_all", is_flag=True, help="delete the whole history of the role")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-@json_option
-@click.pass_obj
 def history_delete(
-    opts: PlatformOptions,
+    opts: TuyaOptions,
     device_id: str,
     request_ids: tuple[str, ...],
     type_: str | None,
@@ -412,13 +331,13 @@ def history_delete(
     if clear_all:
         confirm(f"Delete the whole chat history of {device_id}? This cannot be undone.", yes)
 
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            if clear_all:
-                return await client.clear_history(device_id, bind_role_type=kind, role_id=role_id)
-            return await client.delete_history(device_id, request_ids, bind_role_type=kind, role_id=role_id)
-
-    result = run(go())
+    result = opts.call(
+        lambda client: (
+            client.clear_history(device_id, bind_role_type=kind, role_id=role_id)
+            if clear_all
+            else client.delete_history(device_id, request_ids, bind_role_type=kind, role_id=role_id)
+        )
+    )
     if clear_all:
         emit(as_json, result, f"deleted the chat history of {device_id}")
     else:
@@ -444,17 +363,15 @@ def actions_cmd(as_json: bool) -> None:
     )
 
 
-@tuya.command("call")
+@command(tuya, "call")
 @click.argument("action")
 @click.argument("device_id")
 @click.option("--params", help="JSON object of the action's parameters (snake_case, as documented)")
 @click.option(
     "--params-file", type=click.Path(exists=True, dir_okay=False), help="the parameters from a JSON/TOML file"
 )
-@json_option
-@click.pass_obj
 def call_cmd(
-    opts: PlatformOptions,
+    opts: TuyaOptions,
     action: str,
     device_id: str,
     params: str | None,
@@ -474,9 +391,5 @@ def call_cmd(
         raise PlatformError("the parameters must be a JSON object")
     name = action if action.startswith("aiAgent.") else f"aiAgent.{action}"
 
-    async def go() -> Any:
-        async with client_for(opts) as client:
-            return await client.call(name, device_id, values)
-
-    result = run(go())
+    result = opts.call(lambda client: client.call(name, device_id, values))
     emit(as_json, result, lambda: json.dumps(result, ensure_ascii=False, indent=2))

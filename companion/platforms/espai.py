@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..logsetup import register_secret
 from .envelopes import ESPAI, unwrap_espai
 from .errors import PlatformError
-from .fields import as_dict, as_list, get_bool, get_int, get_str
+from .fields import ApiModel, as_dict, as_list, get_bool, get_int, set_fields, wire
 from .transport import DEFAULT_TIMEOUT_S, RetryPolicy, Sleep, Transport, TransportClient, normalise_base_url
 
 DEFAULT_BASE_URL = "https://api.espai2.fun"
@@ -52,58 +52,36 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _as_text(_name: str, value: Any) -> str:
+    return _text(value)
+
+
 @dataclass(frozen=True)
-class EspAgent:
+class EspAgent(ApiModel):
     """An agent (超体) with its `config` decoded (None if absent or broken; see `config_error`)."""
 
     id: str
     name: str | None
     type: str | None
-    enabled: bool | None
-    sort: int | None
-    model_id: str | None
-    model_name: str | None
-    api_key: str | None
-    api_limit: int | None
-    cdkey_id: str | None
-    cdkey_name: str | None
-    server_id: str | None
-    server_ip: str | None
-    server_port: int | None
-    create_time: int | None
-    update_time: int | None
-    config: dict[str, Any] | None
-    config_error: str | None = None
+    enabled: bool | None = wire("enable", default=None)
+    sort: int | None = None
+    model_id: str | None = None
+    model_name: str | None = None
+    api_key: str | None = None
+    api_limit: int | None = None
+    cdkey_id: str | None = None
+    cdkey_name: str | None = None
+    server_id: str | None = None
+    server_ip: str | None = None
+    server_port: int | None = None
+    create_time: int | None = None
+    update_time: int | None = None
+    config: dict[str, Any] | None = wire(read=lambda obj: decode_config(obj.get("config"))[0], default=None)
+    config_error: str | None = wire(read=lambda obj: decode_config(obj.get("config"))[1], default=None)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"EspAgent(id={self.id!r}, name={self.name!r})"
-
-    @classmethod
-    def from_api(cls, data: Any) -> EspAgent:
-        obj = as_dict(data)
-        config, error = decode_config(obj.get("config"))
-        return cls(
-            id=get_str(obj, "id") or "",
-            name=get_str(obj, "name"),
-            type=get_str(obj, "type"),
-            enabled=get_bool(obj, "enable"),
-            sort=get_int(obj, "sort"),
-            model_id=get_str(obj, "model_id"),
-            model_name=get_str(obj, "model_name"),
-            api_key=get_str(obj, "api_key"),
-            api_limit=get_int(obj, "api_limit"),
-            cdkey_id=get_str(obj, "cdkey_id"),
-            cdkey_name=get_str(obj, "cdkey_name"),
-            server_id=get_str(obj, "server_id"),
-            server_ip=get_str(obj, "server_ip"),
-            server_port=get_int(obj, "server_port"),
-            create_time=get_int(obj, "create_time"),
-            update_time=get_int(obj, "update_time"),
-            config=config,
-            config_error=error,
-            raw=obj,
-        )
 
 
 @dataclass(frozen=True)
@@ -120,9 +98,7 @@ class EspAgentAdd:
     copy: str | None = None
 
     def to_api(self) -> dict[str, str]:
-        return {
-            f.name: _text(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None
-        }
+        return set_fields(self, convert=_as_text)
 
 
 UPDATE_KEYS = ("name", "cdkey_id", "type", "enable", "model_id", "sort", "server_id", "config")
@@ -143,13 +119,9 @@ class EspAgentUpdate:
     config: dict[str, Any] | None = None
 
     def to_api(self) -> dict[str, str]:
-        body: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            body[f.name] = encode_config(value) if f.name == "config" else _text(value)
-        return body
+        return set_fields(
+            self, convert=lambda name, value: encode_config(value) if name == "config" else _text(value)
+        )
 
     def is_empty(self) -> bool:
         return len(self.to_api()) <= 1
@@ -194,7 +166,7 @@ class EspAgentUpdate:
 
 
 @dataclass(frozen=True)
-class EspDevice:
+class EspDevice(ApiModel):
     """A hardware device registered on the platform; `device_id` is its MAC."""
 
     id: str
@@ -202,25 +174,10 @@ class EspDevice:
     device_id: str | None
     equipment_id: str | None
     api_key: str | None
-    enabled: bool | None
-    online: bool | None
-    version: str | None
+    enabled: bool | None = wire("enable", default=None)
+    online: bool | None = wire("is_online", default=None)
+    version: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_api(cls, data: Any) -> EspDevice:
-        obj = as_dict(data)
-        return cls(
-            id=get_str(obj, "id") or "",
-            name=get_str(obj, "name"),
-            device_id=get_str(obj, "device_id"),
-            equipment_id=get_str(obj, "equipment_id"),
-            api_key=get_str(obj, "api_key"),
-            enabled=get_bool(obj, "enable"),
-            online=get_bool(obj, "is_online"),
-            version=get_str(obj, "version"),
-            raw=obj,
-        )
 
 
 @dataclass(frozen=True)
@@ -239,9 +196,7 @@ class DeviceQuery:
     limit: int | None = None
 
     def to_api(self) -> dict[str, str]:
-        return {
-            f.name: _text(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None
-        }
+        return set_fields(self, convert=_as_text)
 
 
 @dataclass(frozen=True)

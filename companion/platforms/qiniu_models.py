@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import PlatformError
-from .fields import as_dict, as_list, get_int, get_str, get_str_list
+from .fields import ApiModel, as_dict, get_str, set_fields, wire
 from .mac import normalise_mac, parse_mac
 
 CHAT_HISTORY_CONF = {0: "off", 1: "text", 2: "text+audio"}
@@ -20,23 +20,17 @@ VOICE_CLONE_STATES = ("Init", "Training", "Success", "Failed")
 
 
 @dataclass(frozen=True)
-class LoginResult:
+class LoginResult(ApiModel):
     """`user/login`'s data: the bearer token and how many seconds it lives (43200 = 12 h)."""
 
-    token: str
-    expire_s: int | None
-    client_hash: str | None
+    wire_case = "camel"
+
+    token: str = wire(required="Qiniu: the login reply holds no token")
+    expire_s: int | None = wire("expire")
+    client_hash: str | None = None
 
     def __repr__(self) -> str:
         return f"LoginResult(expire_s={self.expire_s!r})"
-
-    @classmethod
-    def from_api(cls, data: Any) -> LoginResult:
-        obj = as_dict(data)
-        token = get_str(obj, "token")
-        if not token:
-            raise PlatformError("Qiniu: the login reply holds no token")
-        return cls(token=token, expire_s=get_int(obj, "expire"), client_hash=get_str(obj, "clientHash"))
 
 
 @dataclass(frozen=True)
@@ -49,10 +43,12 @@ class Captcha:
 
 
 @dataclass(frozen=True)
-class Agent:
+class Agent(ApiModel):
     """An agent as `agent/list`, `agent/search` or `agent/{id}` describe it (each gives a subset)."""
 
-    id: str
+    wire_case = "camel"
+
+    id: str = wire(required="Qiniu: an agent in the reply has no id")
     agent_name: str | None = None
     assistant_name: str | None = None
     llm_model_name: str | None = None
@@ -76,39 +72,6 @@ class Agent:
     extra: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    @classmethod
-    def from_api(cls, data: Any) -> Agent:
-        obj = as_dict(data)
-        agent_id = get_str(obj, "id")
-        if not agent_id:
-            raise PlatformError("Qiniu: an agent in the reply has no id")
-        extra = obj.get("extra")
-        return cls(
-            id=agent_id,
-            agent_name=get_str(obj, "agentName"),
-            assistant_name=get_str(obj, "assistantName"),
-            llm_model_name=get_str(obj, "llmModelName"),
-            llm_model_id=get_str(obj, "llmModelId"),
-            vllm_model_name=get_str(obj, "vllmModelName"),
-            tts_model_name=get_str(obj, "ttsModelName"),
-            tts_voice_name=get_str(obj, "ttsVoiceName"),
-            tts_voice_id=get_str(obj, "ttsVoiceId"),
-            mem_model_id=get_str(obj, "memModelId"),
-            intent_model_id=get_str(obj, "intentModelId"),
-            chat_history_conf=get_int(obj, "chatHistoryConf"),
-            system_prompt=get_str(obj, "systemPrompt"),
-            summary_memory=get_str(obj, "summaryMemory"),
-            language=get_str(obj, "language"),
-            lang_code=get_str(obj, "langCode"),
-            dataset_ids=get_str_list(obj, "datasetIds"),
-            device_count=get_int(obj, "deviceCount"),
-            last_connected_at=get_str(obj, "lastConnectedAt"),
-            created_at=get_str(obj, "createdAt"),
-            updated_at=get_str(obj, "updatedAt"),
-            extra=extra if isinstance(extra, dict) else None,
-            raw=obj,
-        )
-
 
 @dataclass(frozen=True)
 class AgentCreate:
@@ -124,8 +87,7 @@ class AgentCreate:
     intent_model_id: str | None = None
 
     def to_api(self) -> dict[str, Any]:
-        body = {API_NAMES[f.name]: getattr(self, f.name) for f in fields(self)}
-        return {key: value for key, value in body.items() if value is not None}
+        return set_fields(self, API_NAMES.__getitem__)
 
 
 @dataclass(frozen=True)
@@ -140,6 +102,7 @@ class AgentFunction:
 
     @classmethod
     def from_api(cls, data: Any) -> AgentFunction:
+        """A function as the user wrote it (a file): refused with the reason when malformed."""
         obj = as_dict(data)
         plugin = get_str(obj, "pluginId")
         if not plugin:
@@ -179,15 +142,11 @@ class AgentUpdate:
     extra: dict[str, Any] | None = None
 
     def to_api(self) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                continue
-            if f.name == "functions":
-                value = [item.to_api() for item in value]
-            body[API_NAMES[f.name]] = value
-        return body
+        return set_fields(
+            self,
+            API_NAMES.__getitem__,
+            lambda name, value: [item.to_api() for item in value] if name == "functions" else value,
+        )
 
     def is_empty(self) -> bool:
         return not self.to_api()
@@ -249,37 +208,24 @@ API_NAMES = {
 
 
 @dataclass(frozen=True)
-class Device:
+class Device(ApiModel):
     """A device bound to an agent (`device/bind/{agentId}`); `id` is its MAC."""
 
-    id: str
-    mac_address: str | None
-    board: str | None
-    alias: str | None
-    agent_id: str | None
-    app_version: str | None
-    last_connected_at: str | None
-    auto_update: int | None
+    wire_case = "camel"
+
+    id: str = wire("id", "macAddress")
+    mac_address: str | None = None
+    board: str | None = None
+    alias: str | None = None
+    agent_id: str | None = None
+    app_version: str | None = None
+    last_connected_at: str | None = None
+    auto_update: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def mac(self) -> str:
         return self.mac_address or self.id
-
-    @classmethod
-    def from_api(cls, data: Any) -> Device:
-        obj = as_dict(data)
-        return cls(
-            id=get_str(obj, "id") or get_str(obj, "macAddress") or "",
-            mac_address=get_str(obj, "macAddress"),
-            board=get_str(obj, "board"),
-            alias=get_str(obj, "alias"),
-            agent_id=get_str(obj, "agentId"),
-            app_version=get_str(obj, "appVersion"),
-            last_connected_at=get_str(obj, "lastConnectedAt"),
-            auto_update=get_int(obj, "autoUpdate"),
-            raw=obj,
-        )
 
 
 @dataclass(frozen=True)
@@ -291,7 +237,7 @@ class BindResult:
 
 
 @dataclass(frozen=True)
-class PreregisterFailure:
+class PreregisterFailure(ApiModel):
     value: str
     reason: str
 
@@ -306,21 +252,12 @@ class PreregisterOutcome:
 
 
 @dataclass(frozen=True)
-class PreregisterResult:
+class PreregisterResult(ApiModel):
     """`device/preregister`'s bare reply: partial success is normal, not an error."""
 
     success_count: int
     failed: list[PreregisterFailure]
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_api(cls, data: Any) -> PreregisterResult:
-        obj = as_dict(data)
-        failed = [
-            PreregisterFailure(value=get_str(item, "value") or "", reason=get_str(item, "reason") or "")
-            for item in (as_dict(entry) for entry in as_list(obj.get("failed")))
-        ]
-        return cls(success_count=get_int(obj, "success_count") or 0, failed=failed, raw=obj)
 
     def outcomes(self, requested: Sequence[str]) -> list[PreregisterOutcome]:
         """One outcome per requested MAC (matched without case); failures the server named but we did
@@ -345,7 +282,7 @@ class PreregisterResult:
 
 
 @dataclass(frozen=True)
-class PreregDevice:
+class PreregDevice(ApiModel):
     """A pre-registered device (`/v1/pre-register/...`)."""
 
     id: str
@@ -356,41 +293,22 @@ class PreregDevice:
     created_at: str | None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    @classmethod
-    def from_api(cls, data: Any) -> PreregDevice:
-        obj = as_dict(data)
-        return cls(
-            id=get_str(obj, "id") or "",
-            agent_id=get_str(obj, "agent_id"),
-            mac_address=get_str(obj, "mac_address"),
-            serial_number=get_str(obj, "serial_number"),
-            status=get_int(obj, "status"),
-            created_at=get_str(obj, "created_at"),
-            raw=obj,
-        )
-
 
 @dataclass(frozen=True)
-class ChatSession:
+class ChatSession(ApiModel):
+    wire_case = "camel"
+
     session_id: str
     created_at: str | None
     chat_count: int | None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    @classmethod
-    def from_api(cls, data: Any) -> ChatSession:
-        obj = as_dict(data)
-        return cls(
-            session_id=get_str(obj, "sessionId") or "",
-            created_at=get_str(obj, "createdAt"),
-            chat_count=get_int(obj, "chatCount"),
-            raw=obj,
-        )
-
 
 @dataclass(frozen=True)
-class ChatMessage:
+class ChatMessage(ApiModel):
     """One line of a session: who spoke (`chat_type` 1 user, 2 agent, 3 tool) and what."""
+
+    wire_case = "camel"
 
     created_at: str | None
     chat_type: int | None
@@ -398,8 +316,8 @@ class ChatMessage:
     audio_url: str | None
     mac_address: str | None
     tool_info: str | None
-    tool_duration_ms: int | None
-    client_listen_mode: str | None
+    tool_duration_ms: int | None = wire("toolDuration", default=None)
+    client_listen_mode: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -408,50 +326,19 @@ class ChatMessage:
             return "?"
         return CHAT_TYPES.get(self.chat_type, str(self.chat_type))
 
-    @classmethod
-    def from_api(cls, data: Any) -> ChatMessage:
-        obj = as_dict(data)
-        return cls(
-            created_at=get_str(obj, "createdAt"),
-            chat_type=get_int(obj, "chatType"),
-            content=get_str(obj, "content"),
-            audio_url=get_str(obj, "audioUrl"),
-            mac_address=get_str(obj, "macAddress"),
-            tool_info=get_str(obj, "toolInfo"),
-            tool_duration_ms=get_int(obj, "toolDuration"),
-            client_listen_mode=get_str(obj, "clientListenMode"),
-            raw=obj,
-        )
-
 
 @dataclass(frozen=True)
-class VoiceClone:
+class VoiceClone(ApiModel):
     """A voice-clone slot: Init → Training → Success | Failed; its language is fixed at creation."""
 
-    id: str
-    name: str | None
-    language: str | None
-    demo_url: str | None
-    state: str | None
-    tier: str | None
+    id: str = wire(required="Qiniu: a voice clone in the reply has no id")
+    name: str | None = None
+    language: str | None = None
+    demo_url: str | None = None
+    state: str | None = None
+    tier: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def finished(self) -> bool:
         return self.state in ("Success", "Failed")
-
-    @classmethod
-    def from_api(cls, data: Any) -> VoiceClone:
-        obj = as_dict(data)
-        clone_id = get_str(obj, "id")
-        if not clone_id:
-            raise PlatformError("Qiniu: a voice clone in the reply has no id")
-        return cls(
-            id=clone_id,
-            name=get_str(obj, "name"),
-            language=get_str(obj, "language"),
-            demo_url=get_str(obj, "demo_url"),
-            state=get_str(obj, "state"),
-            tier=get_str(obj, "tier"),
-            raw=obj,
-        )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import PlatformError
-from .fields import as_dict, as_list, get_bool, get_int, get_str, get_str_list
+from .fields import ApiModel, as_dict, get_int, get_str, set_fields, wire
 
 BIND_ROLE_TYPES = {0: "custom", 1: "template", 2: "single"}
 
@@ -42,7 +42,7 @@ class TuyaToken:
 
 
 @dataclass(frozen=True)
-class Role:
+class Role(ApiModel):
     """A role as the custom-role, template and binding calls describe it (each gives a subset)."""
 
     role_id: str | None
@@ -52,7 +52,7 @@ class Role:
     role_img_url: str | None = None
     template_id: str | None = None
     bind_role_type: int | None = None
-    bound: bool | None = None
+    bound: bool | None = wire("in_bind", "bind_status", default=None)
     use_lang_code: str | None = None
     use_lang_name: str | None = None
     use_timbre_id: str | None = None
@@ -63,33 +63,6 @@ class Role:
     last_text_answer: str | None = None
     llm_support_func_tag_list: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_api(cls, data: Any) -> Role:
-        obj = as_dict(data)
-        bound = get_bool(obj, "in_bind")
-        if bound is None:
-            bound = get_bool(obj, "bind_status")
-        return cls(
-            role_id=get_str(obj, "role_id"),
-            role_name=get_str(obj, "role_name"),
-            role_desc=get_str(obj, "role_desc"),
-            role_introduce=get_str(obj, "role_introduce"),
-            role_img_url=get_str(obj, "role_img_url"),
-            template_id=get_str(obj, "template_id"),
-            bind_role_type=get_int(obj, "bind_role_type"),
-            bound=bound,
-            use_lang_code=get_str(obj, "use_lang_code"),
-            use_lang_name=get_str(obj, "use_lang_name"),
-            use_timbre_id=get_str(obj, "use_timbre_id"),
-            use_timbre_name=get_str(obj, "use_timbre_name"),
-            use_llm_id=get_str(obj, "use_llm_id"),
-            use_llm_name=get_str(obj, "use_llm_name"),
-            speed=get_str(obj, "speed"),
-            last_text_answer=get_str(obj, "last_text_answer"),
-            llm_support_func_tag_list=get_str_list(obj, "llm_support_func_tag_list"),
-            raw=obj,
-        )
 
 
 @dataclass(frozen=True)
@@ -106,20 +79,20 @@ class RoleFields:
     speed: str | None = None
 
     def to_api(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return set_fields(self)
 
     def missing(self, *names: str) -> list[str]:
         return [name for name in names if getattr(self, name) in (None, "")]
 
 
 @dataclass(frozen=True)
-class Utterance:
+class Utterance(ApiModel):
     type: str
     context: str
 
 
 @dataclass(frozen=True)
-class HistoryEntry:
+class HistoryEntry(ApiModel):
     """One exchange of the device's chat history: the question, the answer, when, and its request id."""
 
     request_id: str | None
@@ -128,13 +101,6 @@ class HistoryEntry:
     answer: list[Utterance]
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    @staticmethod
-    def _parts(value: Any) -> list[Utterance]:
-        return [
-            Utterance(type=get_str(part, "type") or "", context=get_str(part, "context") or "")
-            for part in (as_dict(item) for item in as_list(value))
-        ]
-
     @property
     def question_text(self) -> str:
         return " ".join(part.context for part in self.question if part.context)
@@ -142,14 +108,3 @@ class HistoryEntry:
     @property
     def answer_text(self) -> str:
         return " ".join(part.context for part in self.answer if part.context)
-
-    @classmethod
-    def from_api(cls, data: Any) -> HistoryEntry:
-        obj = as_dict(data)
-        return cls(
-            request_id=get_str(obj, "request_id"),
-            gmt_create=get_int(obj, "gmt_create"),
-            question=cls._parts(obj.get("question")),
-            answer=cls._parts(obj.get("answer")),
-            raw=obj,
-        )
