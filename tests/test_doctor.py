@@ -45,11 +45,15 @@ async def test_a_healthy_setup_passes_every_check(
         player = pulse.play_into_mic(speech_wav)
         code, out = await doctor(tmp_path, "--set", f'xiaozhi.websocket_url="{server.websocket_url}"')
         player.wait(10)
-    assert code == 0, out
     checks = ("libopus", "PortAudio", "config", "microphone", "speaker", "serial bridge", "server", "clock")
-    for name in (*checks, "state directory", "cpu"):
+    for name in (*checks, "state directory"):
         assert line(out, name).startswith("[pass]"), out
     assert "dBFS" in line(out, "microphone")
+    # the load check reads this machine, which the test does not control: a busy host may warn
+    cpu = line(out, "cpu")
+    loaded = cpu.startswith("[warn]") and "little headroom" in cpu
+    assert cpu.startswith("[pass]") or loaded, out
+    assert code == (1 if loaded else 0), out
 
 
 async def test_a_missing_microphone_fails_and_names_the_devices(pulse: PulseServer, tmp_path: Path) -> None:
