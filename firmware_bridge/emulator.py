@@ -350,8 +350,11 @@ class Emulator:
             if remaining <= 0:
                 raise TimeoutError(f"emulator still shows {view}")
             self._changed.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as
+            # the wait ends, and this loop would then run on after being cancelled.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
 
     def press(self, kind: str) -> bool:
         """Press the button ("press", "double", "long"); False when no host is listening."""

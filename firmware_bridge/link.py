@@ -320,8 +320,11 @@ class BridgeLink:
                     )
                     warned = True
                 wake = next_hello
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as
+            # the wait ends, and this loop would then run on after being cancelled.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(link_protocol.lost.wait(), max(0.01, wake - time.monotonic()))
+                async with asyncio.timeout(max(0.01, wake - time.monotonic())):
+                    await link_protocol.lost.wait()
 
     async def _close(self) -> None:
         # Every change a waiter can see (not ready, the disconnect counted, what the board showed
@@ -341,8 +344,11 @@ class BridgeLink:
         if transport is not None and link_protocol is not None:
             if not transport.is_closing():  # a read error already started closing it
                 transport.abort()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as
+            # the wait ends, and this loop would then run on after being cancelled.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(link_protocol.lost.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await link_protocol.lost.wait()
 
     def _send_hello(self, request: bool) -> None:
         hello = protocol.Hello(
@@ -445,8 +451,11 @@ class BridgeLink:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as
+            # the wait ends, and this loop would then run on after being cancelled.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._status_changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._status_changed.wait()
         assert self.board is not None
         return self.board
 

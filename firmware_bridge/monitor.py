@@ -142,8 +142,11 @@ async def tap(
         if seconds is None:
             await done.wait()
         else:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as
+            # the wait ends, and this loop would then run on after being cancelled.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await done.wait()
     finally:
         loop.remove_reader(host_fd)
         loop.remove_reader(board_fd)

@@ -110,7 +110,8 @@ class DeviceCapture:
         ring = self._ring
         while not self._closed:
             try:
-                await asyncio.wait_for(self._wake.wait(), STALL_S)
+                async with asyncio.timeout(STALL_S):  # not wait_for: on 3.11 it can swallow a cancellation
+                    await self._wake.wait()
             except TimeoutError:  # the callback stopped: the device is gone or its sound server died
                 raise AudioDeviceError(
                     f"input device {self._device.name!r} stopped delivering audio for {STALL_S:g} s "

@@ -625,7 +625,8 @@ class ChatbotV3Backend:
             deadline = loop.time() + self.settings.ready_timeout_s
             while not self._proto.authenticated:
                 try:
-                    message = await asyncio.wait_for(ws.recv(), max(0.0, deadline - loop.time()))
+                    async with asyncio.timeout(max(0.0, deadline - loop.time())):  # not wait_for (3.11)
+                        message = await ws.recv()
                 except TimeoutError:
                     raise ChannelLost(
                         f"{shown} did not confirm authentication (status 1008) "

@@ -147,8 +147,11 @@ class ReconnectLoop:
         self._log.log(level, "%s: %s; retrying in %.1f s%s", self.what, reason, delay, attempt)
         if delay > 0 and not self._stopped:
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as
+            # the wait ends, and this loop would then run on after being cancelled.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def _close(self) -> None:
         if self._close_attempt is not None:
