@@ -189,13 +189,18 @@ async def audio_losses(count: int = 20) -> dict[str, Any]:
                 ).start()  # fmt: skip
                 try:
                     await daemon.wait_for_line("→ idle", timeout=20)
+
+                    def count_lines(needle: str, since: int = 0) -> int:
+                        return sum(needle in line for line in daemon.lines[since:])
+
                     for _ in range(count):
-                        seen = daemon.output().count("microphone works again")
+                        mark = len(daemon.lines)
                         pulse.crash()
-                        await daemon.wait_for_line("→ error", timeout=10)
+                        while not count_lines("→ error", mark):  # this loss noticed
+                            await asyncio.sleep(0.05)
                         pulse.start()
                         back = time.monotonic()
-                        while daemon.output().count("microphone works again") <= seen:
+                        while not count_lines("microphone works again", mark):
                             await asyncio.sleep(0.05)
                             if time.monotonic() - back > 30:
                                 failures.append("\n".join(daemon.lines[-15:]))
