@@ -24,6 +24,10 @@ from .resample import MonoResampler
 log = logging.getLogger(__name__)
 
 BLOCK_MS = 10
+# What PortAudio keeps queued at the device. "low" (about one 10 ms block) underruns whenever the
+# callback's thread waits a little for the GIL on a busy or slow machine (a Pi Zero 2, or a loaded
+# CI runner): every underrun is a click. 60 ms absorbs that, at 60 ms more to the ear.
+OUTPUT_LATENCY_S = 0.06
 CAPACITY_S = 30  # back-pressure beyond this: a long reply is fetched no faster than it plays
 
 
@@ -157,7 +161,7 @@ class DeviceSpeaker(_SinkBase):
                 channels=self._channels,
                 dtype="int16",
                 blocksize=self._block,
-                latency="low",
+                latency=OUTPUT_LATENCY_S,
                 callback=self._callback,
             )
             stream.start()
