@@ -29,16 +29,22 @@ def args_for(server: EchoServer, wav: Path, out: Path, *extra: str) -> list[str]
     ]  # fmt: skip
 
 
-async def test_every_turn_leaves_a_complete_private_record(speech_wav: Path, tmp_path: Path) -> None:
+async def one_turn(server: EchoServer, speech_wav: Path, tmp_path: Path) -> Path:
+    """Run the daemon for one turn against `server`; returns its state directory."""
     state = tmp_path / "state"
+    daemon = await DaemonProcess(
+        *args_for(server, speech_wav, tmp_path / "out.wav", "--turns", "1"), state_dir=state
+    ).start()
+    try:
+        assert await daemon.wait(40) == 0, daemon.output()
+    finally:
+        await daemon.stop()
+    return state
+
+
+async def test_every_turn_leaves_a_complete_private_record(speech_wav: Path, tmp_path: Path) -> None:
     async with EchoServer(port=0) as server:
-        daemon = await DaemonProcess(
-            *args_for(server, speech_wav, tmp_path / "out.wav", "--turns", "1"), state_dir=state
-        ).start()
-        try:
-            assert await daemon.wait(40) == 0, daemon.output()
-        finally:
-            await daemon.stop()
+        state = await one_turn(server, speech_wav, tmp_path)
     path = state / "turns.jsonl"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     records = [json.loads(line) for line in path.read_text().splitlines()]
@@ -59,15 +65,8 @@ async def test_a_reply_whose_tts_stop_comes_late_records_no_underrun(
 ) -> None:
     """xiaozhi-esp32-server sends `tts stop` ~0.4 s after its last packet: the speaker buffer is empty
     by then, which is the reply's end, not a gap in it."""
-    state = tmp_path / "state"
     async with EchoServer(port=0, variant="xinnan") as server:
-        daemon = await DaemonProcess(
-            *args_for(server, speech_wav, tmp_path / "out.wav", "--turns", "1"), state_dir=state
-        ).start()
-        try:
-            assert await daemon.wait(40) == 0, daemon.output()
-        finally:
-            await daemon.stop()
+        state = await one_turn(server, speech_wav, tmp_path)
     (record,) = [json.loads(line) for line in (state / "turns.jsonl").read_text().splitlines()]
     assert record["outcome"] == "completed" and record["underruns"] == 0
 
