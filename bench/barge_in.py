@@ -30,7 +30,7 @@ def _aborted_more_than(server: Any, count: int) -> bool:
 
 
 async def _measure(pulse: Any, tries: int) -> dict[str, Any]:
-    from companion.echo_server import EchoServer
+    from companion.fieldtest.echo_server import EchoServer
     from tests.daemon_process import DaemonProcess
 
     latencies = []

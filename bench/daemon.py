@@ -31,7 +31,7 @@ def _rss_mb(pid: int) -> float:
 
 
 async def _measure(pulse: Any) -> dict[str, Any]:
-    from companion.echo_server import EchoServer
+    from companion.fieldtest.echo_server import EchoServer
     from tests.daemon_process import DaemonProcess
 
     async with EchoServer(port=0) as server:
@@ -71,7 +71,7 @@ async def _measure(pulse: Any) -> dict[str, Any]:
 
 async def _rss_with_wav_io() -> float:
     """RSS after a turn when microphone and speaker are WAV files: the daemon without PortAudio."""
-    from companion.echo_server import EchoServer
+    from companion.fieldtest.echo_server import EchoServer
     from tests.daemon_process import DaemonProcess
 
     async with EchoServer(port=0) as server:

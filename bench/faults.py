@@ -94,9 +94,9 @@ def malformed_frames(count: int = 100_000, seed: int = 1) -> dict[str, Any]:
 
 async def server_kills(count: int = 100) -> dict[str, Any]:
     """Kill the server's side of the connection mid-turn `count` times; the backend must come back."""
-    from companion.backends.backoff import Backoff
-    from companion.echo_server import EchoServer
     from companion.events import ListenMode
+    from companion.fieldtest.echo_server import EchoServer
+    from companion.net.backoff import Backoff
     from tests.xiaozhi_harness import BackendHarness, fast_settings, opus_frames, speech_pcm
 
     returns: list[float] = []
@@ -130,7 +130,7 @@ def _proc_status(pid: int) -> dict[str, float]:
 
 async def restarts(count: int = 100) -> dict[str, Any]:
     """In-process restarts through `self.reboot`: RSS and threads must stay flat."""
-    from companion.echo_server import EchoServer
+    from companion.fieldtest.echo_server import EchoServer
     from tests.daemon_process import DaemonProcess
 
     async with EchoServer(port=0) as server:
@@ -170,7 +170,7 @@ async def restarts(count: int = 100) -> dict[str, Any]:
 
 async def audio_losses(count: int = 20) -> dict[str, Any]:
     """Kill the sound server under the daemon `count` times; the microphone must come back each time."""
-    from companion.echo_server import EchoServer
+    from companion.fieldtest.echo_server import EchoServer
     from tests.daemon_process import DaemonProcess
     from tests.peers.pulse import PulseServer
 

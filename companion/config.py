@@ -492,7 +492,7 @@ def _secret_hint(section: str, name: str) -> str:
 
 def _with_secrets(settings: Settings) -> Settings:
     """Settings with each secret taken from its credential, else its environment variable, else the file."""
-    from .service import read_secret  # service → logsetup; imported here to keep the config light
+    from .service.notify import read_secret  # service → logsetup; imported here to keep the config light
 
     for (section, name), (credential, env_var) in SECRET_SOURCES.items():
         if credential is not None:

@@ -2,7 +2,8 @@
 """Generate the bundled prompts and earcons in companion/assets/prompts/ (run once; the WAVs are committed).
 
 Speech comes from espeak-ng (voices en-us and cmn-latn-pinyin), trimmed and levelled with sox; earcons
-are short tones made with numpy. Every file is 16 kHz mono signed 16-bit PCM, as companion.prompts expects.
+are short tones made with numpy. Every file is 16 kHz mono signed 16-bit PCM,
+as companion.daemon.prompts expects.
 
     python scripts/make_prompts.py            # needs espeak-ng, sox and numpy
 """

@@ -39,7 +39,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def no_host_mac(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every in-process test sees a machine with no network interfaces (a container, a chroot), so
     no result depends on whether the host has a MAC; the tests of the MAC lookup pass their own paths."""
-    from companion.backends import identity
+    from companion.backends.xiaozhi import identity
 
     empty = tmp_path_factory.mktemp("no-net")
     monkeypatch.setattr(identity, "_SYS_NET", empty / "class-net")

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 from companion.audio.mp3 import stream_decode
-from companion.backends.backoff import Backoff
 from companion.backends.chatbot_v3 import ChatbotV3Backend
 from companion.backends.mindcraft_sessions import SESSION_FILE
 from companion.config import ChatbotV3Settings
@@ -42,6 +41,7 @@ from companion.events import (
     Transcript,
     TurnEnded,
 )
+from companion.net.backoff import Backoff
 from tests.peers.chatbot_server import (
     API_KEY,
     Behaviour,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from companion.clock import Alarm, LoopClock, ManualClock
+from companion.daemon.clock import Alarm, LoopClock, ManualClock
 
 
 def test_timers_fire_in_due_order_at_their_due_time() -> None:

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from companion.audio.endpointer import Endpointer
-from companion.clock import ManualClock
 from companion.config import AudioSettings, VadSettings
-from companion.controls import RuntimeControls
-from companion.conversation import Conversation
+from companion.daemon.clock import ManualClock
+from companion.daemon.conversation import Conversation
+from companion.daemon.runtime import follow_conversation
+from companion.daemon.runtime_controls import RuntimeControls
 from companion.events import Connected, DeviceState, Emotion, SpeechStarted
 from companion.indicators import BoardInfo
-from companion.runtime import follow_conversation
 from companion.tools import ToolError, ToolServer
 from tests.conversation_edges import RecordingBackend, RecordingSink
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from companion.audio.endpointer import Endpointer
-from companion.clock import ManualClock
 from companion.config import AudioSettings, VadSettings
-from companion.conversation import (
+from companion.daemon.clock import ManualClock
+from companion.daemon.conversation import (
     FOLLOW_UP_S,
     MAX_REPLY_S,
     MAX_TURN_TEXT,
@@ -140,7 +140,7 @@ async def test_each_transition_is_taken_or_refused_as_the_table_says(
 ) -> None:
     async with rig() as r:
         r.conv.state = old
-        with caplog.at_level(logging.WARNING, logger="companion.conversation"):
+        with caplog.at_level(logging.WARNING, logger="companion.daemon.conversation"):
             r.conv.set_state(new)
         refusals = [rec.getMessage() for rec in caplog.records if "refused" in rec.getMessage()]
         if new in TRANSITIONS[old]:
@@ -160,7 +160,7 @@ def test_every_state_has_a_row_and_no_state_moves_to_itself() -> None:
 async def test_a_refused_transition_names_the_event_that_asked(caplog: pytest.LogCaptureFixture) -> None:
     async with rig() as r:
         await r.do(Connected())
-        with caplog.at_level(logging.WARNING, logger="companion.conversation"):
+        with caplog.at_level(logging.WARNING, logger="companion.daemon.conversation"):
             await r.do(Alert("activation", "enter the code"))
         assert r.conv.state is S.IDLE
         assert "state idle → activating refused (asked by Alert); staying idle" in caplog.text

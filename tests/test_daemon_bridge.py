@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from companion.audio.capture import read_wav_16k_mono
-from companion.echo_server import EchoServer
+from companion.fieldtest.echo_server import EchoServer
 from firmware_bridge.emulator import AttachedPort, Emulator
 from tests.daemon_process import DaemonProcess
 from tests.peers.bridge_socat import SocatCable

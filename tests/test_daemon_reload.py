@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from companion.echo_server import EchoServer
+from companion.fieldtest.echo_server import EchoServer
 from tests.daemon_process import DaemonProcess
 
 pytestmark = pytest.mark.slow

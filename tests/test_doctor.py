@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from companion.echo_server import EchoServer
+from companion.fieldtest.echo_server import EchoServer
 from tests.peers.pulse import PulseServer
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow]

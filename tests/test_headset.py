@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from companion.config import VadSettings
-from companion.echo_server import EchoServer
+from companion.fieldtest.echo_server import EchoServer
 from tests.daemon_process import DaemonProcess
 from tests.peers.pulse import PulseServer
 

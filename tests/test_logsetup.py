@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from companion.logsetup import (
+from companion.service.logsetup import (
     WIRE_LOGGERS,
     WIRE_TEXT_LIMIT,
     RedactingFilter,
@@ -75,17 +75,17 @@ def test_journal_format_is_chosen_under_systemd(env: dict[str, str], expected: b
 
 def test_journal_lines_carry_syslog_priority_and_no_timestamp() -> None:
     stream = capture(level="debug", env={"INVOCATION_ID": "x"})
-    log = logging.getLogger("companion.conversation")
+    log = logging.getLogger("companion.daemon.conversation")
     log.debug("frame")
     log.info("state: idle → listening")
     log.warning("reconnecting")
     log.error("server closed")
     lines = stream.getvalue().splitlines()
     assert lines == [
-        "<7>conversation: frame",
-        "<6>conversation: state: idle → listening",
-        "<4>conversation: reconnecting",
-        "<3>conversation: server closed",
+        "<7>daemon.conversation: frame",
+        "<6>daemon.conversation: state: idle → listening",
+        "<4>daemon.conversation: reconnecting",
+        "<3>daemon.conversation: server closed",
     ]
 
 
@@ -103,11 +103,11 @@ def test_every_traceback_line_keeps_the_error_priority_in_the_journal() -> None:
 
 def test_terminal_lines_start_with_a_timestamp_and_debug_adds_the_source_line() -> None:
     stream = capture(level="info", env={})
-    logging.getLogger("companion.runtime").info("ready")
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO    runtime: ready\n", stream.getvalue())
+    logging.getLogger("companion.daemon.runtime").info("ready")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO    daemon.runtime: ready\n", stream.getvalue())
     stream = capture(debug=True, env={})
-    logging.getLogger("companion.runtime").debug("detail")
-    assert re.search(r"DEBUG   runtime:\d+ \[MainThread\] detail", stream.getvalue())
+    logging.getLogger("companion.daemon.runtime").debug("detail")
+    assert re.search(r"DEBUG   daemon.runtime:\d+ \[MainThread\] detail", stream.getvalue())
 
 
 def test_setting_up_twice_replaces_the_handler_instead_of_doubling_lines() -> None:

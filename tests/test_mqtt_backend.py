@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from companion.backends import ota, xiaozhi_mqtt
-from companion.backends.backoff import Backoff
-from companion.backends.identity import Identity
-from companion.backends.xiaozhi_mqtt import XiaozhiMqttBackend
+from companion.backends.xiaozhi import mqtt as xiaozhi_mqtt
+from companion.backends.xiaozhi import ota
+from companion.backends.xiaozhi.identity import Identity
+from companion.backends.xiaozhi.mqtt import XiaozhiMqttBackend
 from companion.config import XiaozhiSettings
 from companion.events import (
     Alert,
@@ -30,6 +30,7 @@ from companion.events import (
     Transcript,
     TurnEnded,
 )
+from companion.net.backoff import Backoff
 from companion.tools import MemoryControls, ToolServer
 from tests.peers.mqtt_broker import Mosquitto
 from tests.peers.mqtt_events import EventLog

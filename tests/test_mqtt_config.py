@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from companion.backends import ota
-from companion.backends.identity import Identity
-from companion.backends.xiaozhi_mqtt import (
+from companion.backends.xiaozhi import ota
+from companion.backends.xiaozhi.identity import Identity
+from companion.backends.xiaozhi.mqtt import (
     PASSWORD_ENV,
     BrokerAddress,
     XiaozhiMqttBackend,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from companion.backends import ota
-from companion.backends.identity import Identity
-from companion.backends.xiaozhi_mqtt import broker_address, subscribe_topic
+from companion.backends.xiaozhi import ota
+from companion.backends.xiaozhi.identity import Identity
+from companion.backends.xiaozhi.mqtt import broker_address, subscribe_topic
 from tests.peers.mqtt_gateway import (
     gateway_client_id,
     gateway_mqtt_block,

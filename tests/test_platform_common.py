@@ -27,7 +27,7 @@ from companion.platforms.errors import (
 from companion.platforms.fields import ApiModel, set_fields, wire
 from companion.platforms.mac import normalise_mac, parse_mac, same_mac
 from companion.platforms.transport import Reply, RetryPolicy, Transport
-from companion.state_dir import state_dir, state_dir_path, write_private
+from companion.service.state_dir import state_dir, state_dir_path, write_private
 from tests.peers.platform_http import free_port, isolate_platform_env
 
 # -- state directory and private files -------------------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from companion.playout import Decision, Finished, Play, Sequencer, Skip
+from companion.backends.playout import Decision, Finished, Play, Sequencer, Skip
 
 
 def run(seq: Sequencer, now: float) -> list[Decision]:

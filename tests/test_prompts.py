@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from companion.config import AudioSettings
-from companion.prompts import (
+from companion.daemon.prompts import (
     EARCONS,
     LANGUAGES,
     RATE,

@@ -17,14 +17,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from companion.backends.identity import Identity
-from companion.backends.ota import OtaError
-from companion.config import OFFICIAL_OTA_URL, XiaozhiSettings
-from companion.echo_server import EchoServer
-from companion.errors import EX_UNAVAILABLE
-from companion.platforms.errors import PlatformError
-from companion.platforms.qiniu import QiniuClient
-from companion.provisioning import (
+from companion.backends.xiaozhi.identity import Identity
+from companion.backends.xiaozhi.ota import OtaError
+from companion.bringup.provisioning import (
     ALREADY_BOUND,
     ALREADY_PREREGISTERED,
     BOUND,
@@ -36,6 +31,11 @@ from companion.provisioning import (
     provision_qiniu,
     qiniu_ota_url,
 )
+from companion.config import OFFICIAL_OTA_URL, XiaozhiSettings
+from companion.errors import EX_UNAVAILABLE
+from companion.fieldtest.echo_server import EchoServer
+from companion.platforms.errors import PlatformError
+from companion.platforms.qiniu import QiniuClient
 from tests.peers.platform_http import Answer, Recorded, free_port
 from tests.peers.platform_qiniu import QiniuPeer
 

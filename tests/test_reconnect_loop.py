@@ -9,9 +9,9 @@ import random
 
 import pytest
 
-from companion.backends.backoff import Backoff
 from companion.backends.reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
 from companion.errors import ConfigError
+from companion.net.backoff import Backoff
 
 log = logging.getLogger("test.reconnect")
 

@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from companion.cli import main
-from companion.report import TIMELINE_MAX_TURNS, parse_since, percentile, render_html, stage_stats
-from companion.telemetry import STAGES, TelemetryWriter, TurnRecord, read_turns
+from companion.fieldtest.report import TIMELINE_MAX_TURNS, parse_since, percentile, render_html, stage_stats
+from companion.fieldtest.telemetry import STAGES, TelemetryWriter, TurnRecord, read_turns
 
 
 class Page(HTMLParser):

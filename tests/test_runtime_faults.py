@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from companion.config import load_settings
-from companion.echo_server import EchoServer
+from companion.daemon.runtime import RunOptions, Runtime
 from companion.errors import AudioDeviceError
-from companion.runtime import RunOptions, Runtime
+from companion.fieldtest.echo_server import EchoServer
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from companion.config import load_settings
-from companion.echo_server import EchoServer
+from companion.daemon.runtime import RunOptions, Runtime
 from companion.events import DeviceState
-from companion.runtime import RunOptions, Runtime
+from companion.fieldtest.echo_server import EchoServer
 
 pytestmark = pytest.mark.slow
 

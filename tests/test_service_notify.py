@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from companion.errors import ConfigError
-from companion.logsetup import forget_secrets, redact
-from companion.service import Notifier, Watchdog, read_secret, watchdog_interval
+from companion.service.logsetup import forget_secrets, redact
+from companion.service.notify import Notifier, Watchdog, read_secret, watchdog_interval
 
 
 @pytest.fixture

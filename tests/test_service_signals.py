@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from companion.service import EX_SHUTDOWN_STUCK, SHUTDOWN_GRACE_S
+from companion.service.notify import EX_SHUTDOWN_STUCK, SHUTDOWN_GRACE_S
 
 CHILD = """
 import asyncio, sys
-from companion.service import install_signal_handlers
+from companion.service.notify import install_signal_handlers
 
 mode = sys.argv[1]
 

@@ -15,7 +15,7 @@ import pytest
 
 from companion.cli.service import render_unit
 from companion.errors import EX_CONFIG
-from companion.service import SECRET_ENV_VARS
+from companion.service.notify import SECRET_ENV_VARS
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_EXPOSURE = 2.5

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
+from companion.daemon.supervisor import Supervisor
 from companion.errors import AudioDeviceError, ConfigError
-from companion.supervisor import Supervisor
 
 
 async def test_a_failing_part_is_restarted_said_once_and_its_recovery_too(
@@ -31,7 +31,7 @@ async def test_a_failing_part_is_restarted_said_once_and_its_recovery_too(
         working.set()
         await asyncio.Event().wait()
 
-    with caplog.at_level(logging.DEBUG, logger="companion.supervisor"):
+    with caplog.at_level(logging.DEBUG, logger="companion.daemon.supervisor"):
         task = asyncio.create_task(supervisor.run("microphone", microphone))
         await asyncio.wait_for(working.wait(), 10)
         task.cancel()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from companion.config import TelemetrySettings, settings_from_mapping
-from companion.telemetry import (
+from companion.fieldtest.telemetry import (
     MARKS,
     STAGES,
     MetricsExporter,
@@ -113,7 +113,7 @@ def test_stage_latencies_come_from_the_marks_and_skip_what_did_not_happen() -> N
 
 
 def test_a_conversation_turn_maps_onto_a_record() -> None:
-    from companion.conversation import Turn
+    from companion.daemon.conversation import Turn
 
     turn = Turn(number=7, trigger="vad", started=100.0, wall_start=1_750_000_000.5)
     for name, at in (("speech_start", 100.0), ("speech_end", 101.5), ("stt", 101.9), ("turn_end", 104.0)):
@@ -317,9 +317,9 @@ def test_label_and_text_settings_apply_to_every_record(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 async def test_a_real_turn_through_the_echo_server_becomes_a_complete_record(tmp_path: Path) -> None:
-    from companion.conversation import Turn
-    from companion.echo_server import EchoServer
-    from companion.runtime import RunOptions, Runtime
+    from companion.daemon.conversation import Turn
+    from companion.daemon.runtime import RunOptions, Runtime
+    from companion.fieldtest.echo_server import EchoServer
 
     speech = Path(__file__).resolve().parent.parent / "companion" / "assets" / "demo_hello.wav"
     turns: list[Turn] = []

@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 
 from companion.audio.opus import OpusDecoder
 from companion.config import AudioSettings
+from companion.daemon.uplink_streamer import UPLINK_QUEUE, UplinkStreamer
 from companion.events import ListenMode
-from companion.uplink_streamer import UPLINK_QUEUE, UplinkStreamer
 from tests.conversation_edges import RecordingBackend
 
 FRAME = 16000 * 60 // 1000 * 2  # one 60 ms frame of 16 kHz s16le

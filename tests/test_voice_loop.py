@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from companion.audio.capture import read_wav_16k_mono
-from companion.echo_server import EchoServer
+from companion.fieldtest.echo_server import EchoServer
 from tests.audio_match import best_match
 from tests.daemon_process import DaemonProcess
 from tests.peers.pulse import PulseServer

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from companion.echo_server import EMOJI, EchoServer, emotion_for
 from companion.events import EMOTIONS
+from companion.fieldtest.echo_server import EMOJI, EchoServer, emotion_for
 from companion.protocols.xiaozhi import messages
 from tests.xiaozhi_harness import IDENTITY, opus_frames, speech_pcm
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from companion.backends import ota
-from companion.backends.identity import MAC_RE, load_identity, normalize_mac, primary_mac
+from companion.backends.xiaozhi import ota
+from companion.backends.xiaozhi.identity import MAC_RE, load_identity, normalize_mac, primary_mac
 from companion.config import XiaozhiSettings
-from companion.echo_server import EchoServer, make_token, verify_token
 from companion.errors import ConfigError
 from companion.events import Alert, Connected, Disconnected
+from companion.fieldtest.echo_server import EchoServer, make_token, verify_token
 from tests.peers.tls_ca import make_ca_and_server_cert
 from tests.xiaozhi_harness import IDENTITY, BackendHarness, fast_settings
 
@@ -73,7 +73,7 @@ def test_a_machine_without_a_mac_gets_a_persisted_local_id_without_a_warning(
 def test_a_configured_device_id_is_used_without_looking_for_a_mac(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from companion.backends import identity as identity_module
+    from companion.backends.xiaozhi import identity as identity_module
 
     def no_lookup(*args: object) -> None:
         raise AssertionError("looked for a MAC although xiaozhi.device_id is set")
@@ -289,9 +289,9 @@ async def test_an_unreachable_ota_server_is_reported_once_then_reminded_not_logg
     import asyncio
     import socket
 
-    from companion.backends.backoff import Backoff
-    from companion.backends.xiaozhi import XiaozhiBackend
+    from companion.backends.xiaozhi.backend import XiaozhiBackend
     from companion.config import load_settings
+    from companion.net.backoff import Backoff
 
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
     with socket.socket() as closed:

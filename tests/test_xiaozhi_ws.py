@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from companion.audio.opus import OpusDecoder
-from companion.backends.xiaozhi_ws import handshake_headers
-from companion.echo_server import EchoServer
+from companion.backends.xiaozhi.websocket import handshake_headers
 from companion.events import (
     EMOTIONS,
     Connected,
@@ -27,6 +26,7 @@ from companion.events import (
     ToolRequest,
     Transcript,
 )
+from companion.fieldtest.echo_server import EchoServer
 from tests.peers.tcp_blackhole import BlackholeProxy
 from tests.peers.xiaozhi_scripted import ScriptedServer
 from tests.xiaozhi_harness import IDENTITY, BackendHarness, fast_settings, opus_frames, speech_pcm

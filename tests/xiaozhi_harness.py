@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from companion.audio.opus import OpusEncoder
-from companion.backends.backoff import Backoff
-from companion.backends.identity import Identity
-from companion.backends.xiaozhi_ws import XiaozhiWebsocketBackend
+from companion.backends.xiaozhi.identity import Identity
+from companion.backends.xiaozhi.websocket import XiaozhiWebsocketBackend
 from companion.config import XiaozhiSettings
 from companion.events import BackendEvent, ListenMode, SpeechEnded, ToolRequest
+from companion.net.backoff import Backoff
 
 IDENTITY = Identity("aa:bb:cc:dd:ee:ff", "36c98363-3656-43cb-a00f-8bced2391a90")
 ASSETS = Path(__file__).resolve().parent.parent / "companion" / "assets"

@@ -49,8 +49,8 @@ from ..events import (
     TurnEnded,
     UplinkFormat,
 )
-from ..logsetup import log_frame
-from ..playout import Finished, Play, Sequencer, Skip
+from ..net.backoff import Backoff
+from ..net.tls import client_context, find_verify_error
 from ..protocols.chatbot_v3 import (
     AgentParams,
     AsrText,
@@ -69,10 +69,10 @@ from ..protocols.chatbot_v3 import (
     TurnStopped,
     connect_url,
 )
-from .backoff import Backoff
+from ..service.logsetup import log_frame
 from .mindcraft_sessions import MindcraftRest, remember_session, remembered_session, resolve_api_key
+from .playout import Finished, Play, Sequencer, Skip
 from .reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
-from .tls import client_context, find_verify_error
 from .websocket_errors import close_reason, upgrade_failure
 
 log = logging.getLogger(__name__)

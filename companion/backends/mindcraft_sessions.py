@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 
 from ..errors import ConfigError, PlatformError
-from ..logsetup import register_secret
-from ..service import MINDCRAFT_KEY, read_secret
-from ..state_dir import state_dir, write_private
+from ..service.logsetup import register_secret
+from ..service.notify import MINDCRAFT_KEY, read_secret
+from ..service.state_dir import state_dir, write_private
 
 log = logging.getLogger(__name__)
 

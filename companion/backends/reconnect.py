@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import CompanionError, ConfigError
-from .backoff import Backoff
+from ..net.backoff import Backoff
 
 T = TypeVar("T")
 REMIND_EVERY = 10  # a repeated failure is logged at WARNING once per this many attempts

@@ -23,7 +23,7 @@ class BridgeUnavailable(CompanionError):
 
 
 def _setup_logging(debug: bool) -> None:
-    from ..logsetup import setup_logging
+    from ..service.logsetup import setup_logging
 
     setup_logging("debug" if debug else "info", debug=debug, excepthook=False)
 

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 import click
 
 from ..config import Settings, load_settings
-from ..conversation import Turn
+from ..daemon.conversation import Turn
+from ..daemon.runtime import RunOptions, Runtime
 from ..errors import CompanionError
 from ..events import DeviceState
-from ..runtime import RunOptions, Runtime
 
 log = logging.getLogger("companion")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,7 +36,7 @@ TIMELINE = (
 
 def configure_logging(settings: Settings | None, debug: bool) -> None:
     """Log setup for the daemon commands (journald-aware, secrets redacted)."""
-    from ..logsetup import setup_logging
+    from ..service.logsetup import setup_logging
 
     if settings is None:
         setup_logging("info", debug=debug)
@@ -183,7 +183,7 @@ def demo(
 
 
 async def _demo(settings: Settings, mode: str, state: Path) -> int:
-    from ..echo_server import EchoServer
+    from ..fieldtest.echo_server import EchoServer
 
     server = EchoServer(host="127.0.0.1", port=0)
     await server.start()

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..doctor import CheckResult, run_checks
+from ..bringup.doctor import CheckResult, run_checks
 
 
 @click.command()

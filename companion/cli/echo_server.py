@@ -61,7 +61,7 @@ def echo_server(
     debug: bool,
 ) -> None:
     """A local xiaozhi server that says your words back: test mic, speaker, LEDs and latency offline."""
-    from ..echo_server import EchoServer, parse_variant
+    from ..fieldtest.echo_server import EchoServer, parse_variant
 
     click.get_current_context().meta["companion.debug"] = debug
     configure_logging(None, debug)
@@ -113,8 +113,8 @@ def echo_server(
 @click.option("--debug", is_flag=True, help="detailed logs and tracebacks")
 def activate(config_path: str | None, overrides: tuple[str, ...], debug: bool) -> None:
     """Bind this device to its xiaozhi account: show the 6-digit code, wait until it is entered, exit 0."""
-    from ..backends import ota
-    from ..backends.identity import load_identity
+    from ..backends.xiaozhi import ota
+    from ..backends.xiaozhi.identity import load_identity
 
     click.get_current_context().meta["companion.debug"] = debug
     settings = load_settings(config_path, overrides)

@@ -18,9 +18,9 @@ from ..backends.mindcraft_sessions import (
     remembered_session,
     resolve_api_key,
 )
-from ..backends.tls import client_context
 from ..config import ChatbotV3Settings, load_settings
 from ..errors import CompanionError
+from ..net.tls import client_context
 from .platforms import call_with
 
 

@@ -24,7 +24,7 @@ import click
 
 from ..errors import CompanionError
 from ..platforms.errors import PlatformError
-from ..state_dir import write_private
+from ..service.state_dir import write_private
 
 T = TypeVar("T")
 CELL_WIDTH = 40

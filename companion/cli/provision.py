@@ -70,10 +70,10 @@ def provision_qiniu_cmd(
 
     Running it again on a bound device says so and exits 0. Credentials as for `companion qiniu`.
     """
-    from ..backends import ota
-    from ..backends.identity import load_identity
-    from ..logsetup import setup_logging
-    from ..provisioning import QINIU_OTA_URL, provision_qiniu, qiniu_ota_url
+    from ..backends.xiaozhi import ota
+    from ..backends.xiaozhi.identity import load_identity
+    from ..bringup.provisioning import QINIU_OTA_URL, provision_qiniu, qiniu_ota_url
+    from ..service.logsetup import setup_logging
     from .qiniu import QiniuOptions, client_for
 
     click.get_current_context().meta["companion.debug"] = debug

@@ -30,7 +30,7 @@ from ..platforms.qiniu_models import (
     Captcha,
     VoiceClone,
 )
-from ..state_dir import state_dir
+from ..service.state_dir import state_dir
 from .platforms import (
     PlatformOptions,
     command,

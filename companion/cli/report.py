@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from ..errors import CompanionError, ConfigError
-from ..report import parse_since, render_html
-from ..state_dir import state_dir_path, write_private
-from ..telemetry import FILE_NAME, read_turns
+from ..fieldtest.report import parse_since, render_html
+from ..fieldtest.telemetry import FILE_NAME, read_turns
+from ..service.state_dir import state_dir_path, write_private
 
 SYSTEM_STATE = Path("/var/lib/companion")
 

@@ -22,8 +22,8 @@ import click
 
 from ..config import default_toml
 from ..errors import CompanionError, ConfigError
-from ..service import MINDCRAFT_KEY, XIAOZHI_TOKEN
-from ..state_dir import write_private
+from ..service.notify import MINDCRAFT_KEY, XIAOZHI_TOKEN
+from ..service.state_dir import write_private
 
 UNIT_NAME = "companion.service"
 SERVICE_USER = "companion"

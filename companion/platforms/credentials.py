@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..state_dir import state_dir, state_dir_path, write_private
+from ..service.state_dir import state_dir, state_dir_path, write_private
 from .errors import CredentialMissing
 
 log = logging.getLogger("companion.platforms")

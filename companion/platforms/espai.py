@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..logsetup import register_secret
+from ..service.logsetup import register_secret
 from .envelopes import ESPAI, unwrap_espai
 from .errors import PlatformError
 from .fields import ApiModel, as_dict, as_list, get_bool, get_int, set_fields, wire

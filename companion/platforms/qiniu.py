@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from ..logsetup import register_secret
+from ..service.logsetup import register_secret
 from .envelopes import unwrap_qiniu, unwrap_qiniu_bare
 from .errors import CredentialMissing, PlatformAPIError, PlatformError
 from .fields import as_dict, as_list, get_int, get_str

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from ..backends.backoff import Backoff
+from ..net.backoff import Backoff
 from .errors import PlatformError, PlatformUnavailable, one_line
 
 log = logging.getLogger("companion.platforms")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ..logsetup import register_secret
+from ..service.logsetup import register_secret
 from .envelopes import TUYA, TUYA_TOKEN_CODES, unwrap_tuya
 from .errors import PlatformAPIError, PlatformAuthError, PlatformError
 from .fields import as_dict, as_list, get_int

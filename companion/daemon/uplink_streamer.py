@@ -13,9 +13,9 @@ import collections
 import logging
 from collections.abc import Awaitable, Callable
 
-from .audio.uplink import UplinkEncoder
-from .config import AudioSettings
-from .events import Backend
+from ..audio.uplink import UplinkEncoder
+from ..config import AudioSettings
+from ..events import Backend
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from ..config import AudioSettings, XiaozhiSettings
-from ..events import (
+from ...config import AudioSettings, XiaozhiSettings
+from ...events import (
     Connected,
     Disconnected,
     EventSink,
@@ -32,9 +32,9 @@ from ..events import (
     ToolRequest,
     UplinkFormat,
 )
-from ..logsetup import log_frame, register_secret
-from ..protocols.xiaozhi.messages import AudioParams
-from ..protocols.xiaozhi.session import (
+from ...net.tls import find_verify_error
+from ...protocols.xiaozhi.messages import AudioParams
+from ...protocols.xiaozhi.session import (
     ChannelDead,
     ChannelNotOpen,
     ClientSession,
@@ -43,13 +43,13 @@ from ..protocols.xiaozhi.session import (
     SessionConfig,
     SessionEvent,
 )
-from ..service import XIAOZHI_TOKEN, read_secret
+from ...service.logsetup import log_frame, register_secret
+from ...service.notify import XIAOZHI_TOKEN, read_secret
+from ..reconnect import AuthFailed, ChannelLost
+from ..websocket_errors import close_reason, upgrade_failure
 from . import ota
 from .identity import Identity
-from .reconnect import AuthFailed, ChannelLost
-from .tls import find_verify_error
-from .websocket_errors import close_reason, upgrade_failure
-from .xiaozhi_transport import TransportOptions, XiaozhiTransport
+from .transport import TransportOptions, XiaozhiTransport
 
 log = logging.getLogger(__name__)
 # websockets logs handshake headers at DEBUG, Authorization included: its logger never goes below INFO.

@@ -9,13 +9,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Required, TypedDict, Unpack
 
-from ..config import AudioSettings, XiaozhiSettings
-from ..events import Disconnected, EventSink
+from ...config import AudioSettings, XiaozhiSettings
+from ...events import Disconnected, EventSink
+from ...net.backoff import Backoff
+from ...net.tls import client_context, explain_verify_error, find_verify_error
+from ..reconnect import Down, ReconnectLoop
 from . import ota
-from .backoff import Backoff
 from .identity import Identity
-from .reconnect import Down, ReconnectLoop
-from .tls import client_context, explain_verify_error, find_verify_error
 
 
 class TransportOptions(TypedDict, total=False):

@@ -13,16 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .audio.capture import AudioSource, DeviceCapture, QueueSource, WavSource
-from .audio.endpointer import Endpointer
-from .audio.speaker import AudioSink, DeviceSpeaker, WavSpeaker
-from .clock import LoopClock
-from .config import Settings
-from .controls import RuntimeControls
-from .conversation import Conversation, Turn
-from .cues import Cues
-from .errors import AudioDeviceError, ConfigError
-from .events import (
+from ..audio.capture import AudioSource, DeviceCapture, QueueSource, WavSource
+from ..audio.endpointer import Endpointer
+from ..audio.speaker import AudioSink, DeviceSpeaker, WavSpeaker
+from ..config import Settings
+from ..errors import AudioDeviceError, ConfigError
+from ..events import (
     Backend,
     BackendEvent,
     DeviceState,
@@ -32,12 +28,16 @@ from .events import (
     RestartRequested,
     ToolRequest,
 )
-from .indicators import Indicator, NullIndicator
-from .service import Notifier, Watchdog, install_signal_handlers
-from .state_dir import state_dir
+from ..fieldtest.telemetry import Telemetry, TurnRecord, build_telemetry
+from ..indicators import Indicator, NullIndicator
+from ..service.notify import Notifier, Watchdog, install_signal_handlers
+from ..service.state_dir import state_dir
+from ..tools.server import ToolServer
+from .clock import LoopClock
+from .conversation import Conversation, Turn
+from .cues import Cues
+from .runtime_controls import RuntimeControls
 from .supervisor import Supervisor
-from .telemetry import Telemetry, TurnRecord, build_telemetry
-from .tools.server import ToolServer
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def build_backend(
 ) -> Backend:
     """The voice agent backend chosen by backend.kind; `busy` says the device is mid-turn."""
     if settings.backend.kind == "chatbot_v3":
-        from .backends.chatbot_v3 import ChatbotV3Backend
+        from ..backends.chatbot_v3 import ChatbotV3Backend
 
         return ChatbotV3Backend(
             settings.chatbot_v3,
@@ -89,7 +89,7 @@ def build_backend(
             playback_rate=settings.audio.playback_rate,
             reconnect_max_s=settings.backend.reconnect_max_s,
         )
-    from .backends.xiaozhi import XiaozhiBackend
+    from ..backends.xiaozhi.backend import XiaozhiBackend
 
     return XiaozhiBackend(settings, sink, on_activation=on_activation, busy=busy)
 
@@ -199,7 +199,7 @@ class Runtime:
         settings = self.settings
         if not settings.bridge.port:
             return NullIndicator()
-        from .indicators.bridge import BridgeIndicator
+        from ..indicators.bridge import BridgeIndicator
 
         mic = self.source.push if isinstance(self.source, QueueSource) else None  # audio.input = "bridge"
         indicator = BridgeIndicator.from_settings(settings.bridge, settings.leds, conv.on_button, mic)

@@ -15,9 +15,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import XiaozhiSettings
-from ..errors import ConfigError
-from ..state_dir import state_dir, write_private
+from ...config import XiaozhiSettings
+from ...errors import ConfigError
+from ...service.state_dir import state_dir, write_private
 
 log = logging.getLogger(__name__)
 

@@ -39,12 +39,12 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .audio.endpointer import Endpointer, SpeechBegan, SpeechContinued, SpeechFinished
-from .audio.opus import OpusDecoder, OpusEncoder, OpusError
-from .config import VadSettings
-from .events import EMOTIONS
-from .protocols.xiaozhi import framing, messages
-from .protocols.xiaozhi.messages import AudioParams, MessageError
+from ..audio.endpointer import Endpointer, SpeechBegan, SpeechContinued, SpeechFinished
+from ..audio.opus import OpusDecoder, OpusEncoder, OpusError
+from ..config import VadSettings
+from ..events import EMOTIONS
+from ..protocols.xiaozhi import framing, messages
+from ..protocols.xiaozhi.messages import AudioParams, MessageError
 
 log = logging.getLogger(__name__)
 # websockets logs request headers (tokens) at DEBUG: keep its logger at INFO.

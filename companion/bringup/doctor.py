@@ -19,8 +19,8 @@ from email.utils import parsedate_to_datetime
 
 import numpy as np
 
-from .config import Settings, load_settings
-from .errors import CompanionError
+from ..config import Settings, load_settings
+from ..errors import CompanionError
 
 
 class Status(enum.IntEnum):
@@ -72,7 +72,7 @@ async def check_input(settings: Settings, seconds: float = 2.0) -> CheckResult:
     spec = settings.audio.input
     if spec == "bridge" or spec.lower().endswith(".wav"):
         return CheckResult("microphone", Status.PASS, f"{spec!r} is not a sound device; skipped")
-    from .audio.capture import DeviceCapture
+    from ..audio.capture import DeviceCapture
 
     try:
         capture = DeviceCapture(spec, settings.audio.device_rate, input_channel=settings.audio.input_channel)
@@ -120,7 +120,7 @@ async def check_output(settings: Settings) -> CheckResult:
     spec = settings.audio.output
     if spec.lower().endswith(".wav"):
         return CheckResult("speaker", Status.PASS, f"{spec!r} is a file; skipped")
-    from .audio.speaker import DeviceSpeaker
+    from ..audio.speaker import DeviceSpeaker
 
     try:
         speaker = DeviceSpeaker(
@@ -270,7 +270,7 @@ def _clock_skew(head: bytes) -> CheckResult:
 
 def check_state_dir() -> CheckResult:
     """The state directory exists, is ours and is private."""
-    from .state_dir import state_dir
+    from ..service.state_dir import state_dir
 
     try:
         path = state_dir()

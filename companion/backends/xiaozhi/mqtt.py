@@ -32,8 +32,8 @@ from typing import Any, Unpack
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from ..config import XiaozhiSettings
-from ..events import (
+from ...config import XiaozhiSettings
+from ...events import (
     Alert,
     Connected,
     Disconnected,
@@ -46,10 +46,10 @@ from ..events import (
     TurnEnded,
     UplinkFormat,
 )
-from ..logsetup import log_frame
-from ..protocols.xiaozhi import messages
-from ..protocols.xiaozhi.messages import AudioParams
-from ..protocols.xiaozhi.session import (
+from ...net.tls import explain_verify_error, find_verify_error
+from ...protocols.xiaozhi import messages
+from ...protocols.xiaozhi.messages import AudioParams
+from ...protocols.xiaozhi.session import (
     ChannelDead,
     ChannelNotOpen,
     ClientSession,
@@ -59,12 +59,12 @@ from ..protocols.xiaozhi.session import (
     SessionConfig,
     SessionEvent,
 )
-from ..protocols.xiaozhi.udp import UdpAudioChannel, UdpConfigError, UdpParams
+from ...protocols.xiaozhi.udp import UdpAudioChannel, UdpConfigError, UdpParams
+from ...service.logsetup import log_frame
+from ..reconnect import AuthFailed, ChannelLost
 from . import ota
 from .identity import Identity
-from .reconnect import AuthFailed, ChannelLost
-from .tls import explain_verify_error, find_verify_error
-from .xiaozhi_transport import TransportOptions, XiaozhiTransport
+from .transport import TransportOptions, XiaozhiTransport
 
 log = logging.getLogger(__name__)
 

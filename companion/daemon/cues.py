@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 
+from ..events import DeviceState
 from . import prompts
 from .conversation import Conversation
-from .events import DeviceState
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import httpx
 
-from .backends import ota
-from .backends.identity import Identity
-from .config import OFFICIAL_OTA_URL, XiaozhiSettings
-from .errors import ProtocolError
-from .platforms.errors import PlatformAPIError, PlatformError
-from .platforms.mac import normalise_mac
-from .platforms.qiniu import BIND_ALREADY_BOUND, BIND_CODE_INVALID, QiniuClient
-from .platforms.qiniu_models import Agent
+from ..backends.xiaozhi import ota
+from ..backends.xiaozhi.identity import Identity
+from ..config import OFFICIAL_OTA_URL, XiaozhiSettings
+from ..errors import ProtocolError
+from ..platforms.errors import PlatformAPIError, PlatformError
+from ..platforms.mac import normalise_mac
+from ..platforms.qiniu import BIND_ALREADY_BOUND, BIND_CODE_INVALID, QiniuClient
+from ..platforms.qiniu_models import Agent
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
-from ..config import XiaozhiSettings
-from ..errors import ProtocolError
-from ..events import Alert
-from ..logsetup import register_secret
+from ... import __version__
+from ...config import XiaozhiSettings
+from ...errors import ProtocolError
+from ...events import Alert
+from ...service.logsetup import register_secret
 from .identity import Identity
 
 if TYPE_CHECKING:  # httpx is imported when an OTA request is made: a daemon with a websocket_url never pays
     import httpx
-from .tls import client_context, explain_verify_error, find_verify_error
+from ...net.tls import client_context, explain_verify_error, find_verify_error
 
 log = logging.getLogger(__name__)
 

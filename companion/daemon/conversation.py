@@ -13,12 +13,11 @@ import itertools
 import logging
 from typing import assert_never
 
-from .audio.endpointer import Endpointer, Quiet, SpeechBegan, SpeechContinued, SpeechFinished
-from .audio.playback import PlaybackWriter
-from .audio.speaker import AudioSink
-from .clock import Alarm, Clock, LoopClock
-from .config import AudioSettings
-from .events import (
+from ..audio.endpointer import Endpointer, Quiet, SpeechBegan, SpeechContinued, SpeechFinished
+from ..audio.playback import PlaybackWriter
+from ..audio.speaker import AudioSink
+from ..config import AudioSettings
+from ..events import (
     EMOTIONS,
     Alert,
     Backend,
@@ -38,8 +37,9 @@ from .events import (
     Transcript,
     TurnEnded,
 )
+from ..protocols.oncelog import shorten
+from .clock import Alarm, Clock, LoopClock
 from .listeners import Listeners
-from .protocols.oncelog import shorten
 from .turn import Turn
 from .uplink_streamer import UplinkStreamer
 

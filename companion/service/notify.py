@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .logsetup import register_secret, write_stderr_line
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .backends.backoff import Backoff
-from .errors import CompanionError, ConfigError
+from ..errors import CompanionError, ConfigError
+from ..net.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..config import Settings
-from ..events import Backend, Disconnected, EventSink, ListenMode, UplinkFormat
+from ...config import Settings
+from ...events import Backend, Disconnected, EventSink, ListenMode, UplinkFormat
+from ...net.backoff import Backoff
+from ..reconnect import Down, ReconnectLoop
 from . import ota
-from .backoff import Backoff
 from .identity import Identity, load_identity
-from .reconnect import Down, ReconnectLoop
-from .xiaozhi_ws import XiaozhiWebsocketBackend
+from .websocket import XiaozhiWebsocketBackend
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class XiaozhiBackend:
     def _build(self, transport: str, reply: ota.OtaReply | None) -> Backend:
         kind: Any = XiaozhiWebsocketBackend
         if transport == "mqtt":
-            from .xiaozhi_mqtt import XiaozhiMqttBackend  # only MQTT users pay for the MQTT client
+            from .mqtt import XiaozhiMqttBackend  # only MQTT users pay for the MQTT client
 
             kind = XiaozhiMqttBackend
         backend: Backend = kind(

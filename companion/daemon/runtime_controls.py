@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .audio.speaker import AudioSink
+from ..audio.speaker import AudioSink
+from ..indicators import Indicator
+from ..tools.controls import MemoryControls
+from ..tools.registry import ToolError
 from .clock import Clock, LoopClock
 from .conversation import Conversation
-from .indicators import Indicator
-from .tools.controls import MemoryControls
-from .tools.registry import ToolError
 
 
 @dataclass
