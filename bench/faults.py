@@ -128,7 +128,7 @@ def _proc_status(pid: int) -> dict[str, float]:
     return values
 
 
-async def restarts(count: int = 100) -> dict[str, Any]:
+async def restarts(count: int = 300) -> dict[str, Any]:
     """In-process restarts through `self.reboot`: RSS and threads must stay flat."""
     from companion.fieldtest.echo_server import EchoServer
     from tests.daemon_process import DaemonProcess
@@ -152,7 +152,7 @@ async def restarts(count: int = 100) -> dict[str, Any]:
                 await server.wait_until(lambda: newest() > 0, 20)
                 samples = []
                 for i in range(count + 1):
-                    if i in (10, count):
+                    if i in (10, count // 2, count):
                         await asyncio.sleep(0.5)
                         samples.append(_proc_status(pid))
                     if i < count:
@@ -161,10 +161,12 @@ async def restarts(count: int = 100) -> dict[str, Any]:
                         await server.wait_until(lambda: newest() > before, 20)  # noqa: B023
             finally:
                 await daemon.stop()
-    first, last = samples
+    first, middle, last = samples
     return {"restarts": count, "restart_rss_mb_after_10": round(first["VmRSS"] / 1024, 1),
+            "restart_rss_mb_after_half": round(middle["VmRSS"] / 1024, 1),
             "restart_rss_mb_after_all": round(last["VmRSS"] / 1024, 1),
-            "restart_rss_kb_per_restart": round((last["VmRSS"] - first["VmRSS"]) / (count - 10), 1),
+            "restart_rss_kb_per_restart_second_half":
+                round((last["VmRSS"] - middle["VmRSS"]) / (count - count // 2), 1),
             "restart_threads": [int(first["Threads"]), int(last["Threads"])]}  # fmt: skip
 
 
