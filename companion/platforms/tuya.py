@@ -101,11 +101,13 @@ def check_role_params(params: Mapping[str, Any]) -> None:
 
 
 def _check_batch(ids_key: str, all_key: str) -> Check:
-    """`ids_key` (comma-separated, at most 20) unless `all_key` is true, plus the role rule."""
+    """`all_key` true or false, `ids_key` (comma-separated, at most 20) unless it is true, the role rule."""
 
     def check(params: Mapping[str, Any]) -> None:
         check_role_params(params)
-        if params.get(all_key) is True:
+        if not isinstance(params.get(all_key), bool):
+            raise PlatformError(f"{all_key} is required: true (delete all) or false (delete {ids_key})")
+        if params[all_key]:
             return
         ids = [item for item in str(params.get(ids_key) or "").split(",") if item.strip()]
         if not ids:
