@@ -1,9 +1,10 @@
 """Client for Tuya's AI agent device chat service over the signed Cloud OpenAPI.
 
 The `aiAgent.*` action names of the vendor's list are mapped to HTTP calls in ACTIONS, the one table of
-paths: an action whose path gets confirmed is added there by one line and is then callable through
-`TuyaClient.call` (and `companion tuya call`). Tokens are granted once and refreshed under a lock, because
-a refresh token works exactly once: two concurrent refreshes would burn it.
+paths, each with the page where the path was confirmed or marked unconfirmed (inferred from its name and
+its neighbours). Every action has a typed method here; `TuyaClient.call` invokes any action by name and
+`TuyaClient.request` any path the table lacks, signed the same way. Tokens are granted once and refreshed
+under a lock, because a refresh token works exactly once: two concurrent refreshes would burn it.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class Action:
         )
 
 
-def _chat(method: str, tail: str, page_id: str | None, check: Check | None = None) -> Action:
-    source = None if page_id is None else (KIT if page_id == "kit" else f"{DOCS}?id={page_id}")
+def _chat(method: str, tail: str, page: str | None, check: Check | None = None) -> Action:
+    """An action under AGENT_PREFIX; `page` is its API page under DOCS, "kit", or None (unconfirmed)."""
+    source = None if page is None else (KIT if page == "kit" else DOCS + page)
     return Action(method, AGENT_PREFIX + tail, source, check)
 
 
@@ -124,43 +126,57 @@ def _check_batch(ids_key: str, all_key: str) -> Check:
 # action → HTTP call; the only place that knows these paths. Sources: per-API pages under DOCS, or the
 # device panel kit's endpoint list (KIT). The 27 actions of the seed, then the one Tuya added since.
 ACTIONS: dict[str, Action] = {
-    "aiAgent.listChatDeviceHistoryPage": _chat("GET", "/history", "Kfee4z3q83c67", check_role_params),
+    "aiAgent.listChatDeviceHistoryPage": _chat(
+        "GET", "/history", "93f6ff38f5?id=Kfee4z3q83c67", check_role_params
+    ),
     "aiAgent.delChatDeviceChatHistory": _chat(
-        "DELETE", "/history", "Kfee4zfh2wjdz", _check_batch("request_ids", "clear_all_history")
+        "DELETE", "/history", "d412b14856?id=Kfee4zfh2wjdz", _check_batch("request_ids", "clear_all_history")
     ),
-    "aiAgent.getChatDeviceMemorySwitch": _chat("GET", "/memory/switch", "Kfee4zr5usvew"),
+    "aiAgent.getChatDeviceMemorySwitch": _chat("GET", "/memory/switch", "6f108226f4?id=Kfee4zr5usvew"),
     "aiAgent.delChatDeviceMemory": _chat(
-        "DELETE", "/memories", "Kfee502v1of9b", _check_batch("memory_keys", "clear_all_memory")
+        "DELETE", "/memories", "4792233651?id=Kfee502v1of9b", _check_batch("memory_keys", "clear_all_memory")
     ),
-    "aiAgent.listChatDeviceMemories": _chat("GET", "/memories", "Kfee50evw33fu", check_role_params),
+    "aiAgent.listChatDeviceMemories": _chat(
+        "GET", "/memories", "85b35f1e7e?id=Kfee50evw33fu", check_role_params
+    ),
     "aiAgent.updateChatDeviceMemory": _chat("PUT", "/memories", None, check_role_params),
     "aiAgent.listChatDeviceSummary": _chat("GET", "/summary", None, check_role_params),
     "aiAgent.updateChatDeviceSummary": _chat("PUT", "/summary", None, check_role_params),
-    "aiAgent.delDeviceChatContext": _chat("DELETE", "/chat-context", "Kfee50qhr3imt", check_role_params),
+    "aiAgent.delDeviceChatContext": _chat(
+        "DELETE", "/chat-context", "6c9b695fae?id=Kfee50qhr3imt", check_role_params
+    ),
     "aiAgent.addChatDeviceCustomRole": _chat("POST", "/custom-role", "kit"),
     "aiAgent.listChatDeviceCustomRolePage": _chat("GET", "/custom-roles", "kit"),
     "aiAgent.getChatDeviceCustomRoleDetail": _chat("GET", "/custom-roles/{role_id}", "kit"),
     "aiAgent.updateChatDeviceCustomRole": _chat("PUT", "/custom-roles/{role_id}", "kit"),
-    "aiAgent.delChatDeviceCustomRole": _chat("DELETE", "/custom-roles/{role_id}", "Kfee4vric0rpp"),
-    "aiAgent.addChatCustomRoleFromTemplate": _chat("POST", "/custom-roles/from-template", "Kfee4ue9h31n7"),
-    "aiAgent.listChatDeviceRoleTemplates": _chat("GET", "/role-templates", "Kfee4w3fal1c5"),
-    "aiAgent.getChatDeviceRoleTemplateDetail": _chat("GET", "/role-templates/{template_id}", "Kfee4wfbhof9y"),
-    "aiAgent.bindChatDeviceAgentRole": _chat("POST", "/role-bindings", "Kfee4wr2mh7x3"),
+    "aiAgent.delChatDeviceCustomRole": _chat(
+        "DELETE", "/custom-roles/{role_id}", "15025b2084?id=Kfee4vric0rpp"
+    ),
+    "aiAgent.addChatCustomRoleFromTemplate": _chat(
+        "POST", "/custom-roles/from-template", "4698d647ed?id=Kfee4ue9h31n7"
+    ),
+    "aiAgent.listChatDeviceRoleTemplates": _chat("GET", "/role-templates", "34f484e064?id=Kfee4w3fal1c5"),
+    "aiAgent.getChatDeviceRoleTemplateDetail": _chat(
+        "GET", "/role-templates/{template_id}", "157cae5510?id=Kfee4wfbhof9y"
+    ),
+    "aiAgent.bindChatDeviceAgentRole": _chat("POST", "/role-bindings", "ec5e61a192?id=Kfee4wr2mh7x3"),
     "aiAgent.getChatDeviceAgentBindRole": _chat("GET", "/role-bindings", "kit"),
-    "aiAgent.initChatDeviceAgentBindRole": _chat("POST", "/agent-roles/initialization", "Kfee4xeugosv9"),
+    "aiAgent.initChatDeviceAgentBindRole": _chat(
+        "POST", "/agent-roles/initialization", "98119c326f?id=Kfee4xeugosv9"
+    ),
     "aiAgent.listChatDeviceAvatar": _chat("GET", "/avatars", None),
-    "aiAgent.listChatDeviceLanguage": _chat("GET", "/languages", "Kfee5142s7vpj"),
-    "aiAgent.listChatDeviceLargeModel": _chat("GET", "/large-models", "Kfee51g7pyh4d"),
+    "aiAgent.listChatDeviceLanguage": _chat("GET", "/languages", "a604a280d9?id=Kfee5142s7vpj"),
+    "aiAgent.listChatDeviceLargeModel": _chat("GET", "/large-models", "d5c4e42c12?id=Kfee51g7pyh4d"),
     "aiAgent.getChatDeviceWakeUpWords": _chat("GET", "/wake-up-words", None),
     "aiAgent.listChatDeviceAgentVariable": Action(
-        "GET", VARIABLES_PREFIX + "/agent-variables", f"{DOCS}?id=Kfehufqduu6tn", check_role_params
+        "GET", VARIABLES_PREFIX + "/agent-variables", DOCS + "d85d3df167?id=Kfehufqduu6tn", check_role_params
     ),
     "aiAgent.updateChatDeviceAgentVariable": Action(
-        "PUT", VARIABLES_PREFIX + "/agent-variables", f"{DOCS}?id=Kfehugbssi0ox", check_role_params
+        "PUT", VARIABLES_PREFIX + "/agent-variables", DOCS + "1fc3d6a772?id=Kfehugbssi0ox", check_role_params
     ),
     "aiAgent.listChatDeviceTimbreMarket": _chat("GET", "/timbres", None),
     "aiAgent.updateChatDeviceRoleWorkflow": _chat(
-        "PUT", "/role-workflow", "Kfee4xqs47yvu", check_role_params
+        "PUT", "/role-workflow", "b317570a8c?id=Kfee4xqs47yvu", check_role_params
     ),
 }
 
