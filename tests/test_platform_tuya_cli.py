@@ -105,6 +105,11 @@ def _history(peer: TuyaPeer) -> None:
     peer.add_history("dev1", [("abc", 1_753_344_939_913), ("def", 1_753_344_900_000)])
 
 
+def _roles(peer: TuyaPeer, count: int) -> None:
+    for _ in range(count):
+        a_role(peer)
+
+
 def _memories(peer: TuyaPeer) -> None:
     peer.state.memories[ROLE_KEY] = {"sys.memoryAge": "一百岁", "sys.memoryBirthday": "七月七号"}
 
@@ -219,7 +224,7 @@ CASES = [
         "GET",
         f"{CHAT}/custom-roles",
         lambda p, out, r: len(out) == 23 and r.q("page_size") == "20",
-        lambda p: [a_role(p) for _ in range(23)] and None,
+        lambda p: _roles(p, 23),
     ),
     Case(
         "aiAgent.getChatDeviceCustomRoleDetail",

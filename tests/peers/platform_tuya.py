@@ -3,7 +3,10 @@
 The signature check is this file's own implementation of the documented algorithm (spec C.3), written
 from the text and independent of companion.platforms.tuya_signing. Tokens behave as documented: a grant
 gives an access token and a single-use refresh token; refreshing rotates both and burns the old refresh
-token. History pages hold at most 20 and batch deletes at most 20 ids (1101 otherwise).
+token. All 27 actions of the seed document are answered with its example shapes, at paths written here
+from Tuya's cloud API pages (the six the pages do not show use the client's inferred ones). Parameters are
+checked as documented: history, custom-role and voice pages hold at most 20, batch deletes take at most 20
+ids (1101 otherwise), a role id needs its type, memory and summary calls need a type (1100).
 """
 
 from __future__ import annotations
