@@ -240,7 +240,7 @@ async def test_generic_call_uses_the_action_table(peer: TuyaPeer) -> None:
             is True
         )
         with pytest.raises(PlatformError, match="known actions"):
-            await tuya.call("aiAgent.listChatDeviceMemories", "dev1")
+            await tuya.call("aiAgent.noSuchAction", "dev1")
     sent = peer.sent("DELETE", "/v1.0/cloud/agent/ai/chat/b/devices/dev1/chat-context")[0]
     assert sent.q("bind_role_type") == "1" and sent.q("role_id") == "9"
     assert all(name.startswith("aiAgent.") for name in ACTIONS)

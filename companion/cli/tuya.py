@@ -1,16 +1,17 @@
-"""`companion tuya …`: Tuya AI agent device chat service (roles, templates, bindings, chat history)."""
+"""`companion tuya …`: Tuya AI agent device chat service, one command per action of the vendor's list."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from ..platforms.credentials import tuya_keys
 from ..platforms.errors import PlatformError
-from ..platforms.tuya import ACTIONS, AGENT_PREFIX, DEFAULT_REGION, REGIONS, TuyaClient
-from ..platforms.tuya_models import BIND_ROLE_TYPES, Role, RoleFields
+from ..platforms.tuya import ACTIONS, DEFAULT_REGION, METHODS, REGIONS, TuyaClient
+from ..platforms.tuya_models import BIND_ROLE_TYPES, Role, RoleFields, Variable
 from .platforms import (
     PlatformOptions,
     command,
@@ -80,6 +81,62 @@ def role_type(value: str | None) -> int | None:
 ROLE_TYPE_CHOICE = click.Choice(["custom", "template", "single", "0", "1", "2"])
 
 
+def _kind(value: str) -> int:
+    kind = role_type(value)
+    assert kind is not None  # --type is required where this is used
+    return kind
+
+
+def api_command(
+    group: click.Group, name: str, *actions: str
+) -> Callable[[Callable[..., None]], click.Command]:
+    """`command(group, name)` whose --help ends with the HTTP call behind it and whether its path is
+    confirmed (and where), straight from the action table."""
+
+    def decorate(func: Callable[..., None]) -> click.Command:
+        cmd = command(group, name)(func)
+        lines = []
+        for action in actions:
+            spec = ACTIONS[action]
+            lines += [f"{action}: {spec.method} {spec.path}", f"  path {spec.status}"]
+        cmd.epilog = "\b\n" + "\n".join(lines)
+        return cmd
+
+    return decorate
+
+
+def role_options(*, required: bool) -> Callable[[Any], Any]:
+    """--type (custom/template/single) and --role-id, the role a call is about."""
+
+    def decorate(func: Any) -> Any:
+        func = click.option("--role-id", help="the custom role or template id (not for single)")(func)
+        return click.option(
+            "--type",
+            "type_",
+            type=ROLE_TYPE_CHOICE,
+            required=required,
+            help="custom (0), template (1), single (2)",
+        )(func)
+
+    return decorate
+
+
+def key_values(items: tuple[str, ...]) -> dict[str, str]:
+    """KEY=VALUE arguments as a mapping (the value may be empty, the key may not)."""
+    values: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PlatformError(f"expected KEY=VALUE, got {item!r}")
+        values[key.strip()] = value
+    return values
+
+
+def _ids_or_all(ids: tuple[str, ...], clear_all: bool, noun: str) -> None:
+    if clear_all == bool(ids):
+        raise PlatformError(f"give {noun} or --all (not both)")
+
+
 def _role_text(role: Role) -> str:
     return pairs(role.raw.items())
 
@@ -104,10 +161,10 @@ def _role_row(r: Role) -> list[Any]:
 
 @tuya.group("role")
 def role() -> None:
-    """The device's bound role: initialise, show, bind."""
+    """The device's bound role: initialise, show, bind, set its workflow."""
 
 
-@command(role, "init")
+@api_command(role, "init", "aiAgent.initChatDeviceAgentBindRole")
 @click.argument("device_id")
 def role_init(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Initialise the role binding of DEVICE_ID (syncs changes made on the developer platform)."""
@@ -115,7 +172,7 @@ def role_init(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     emit(as_json, item.raw, lambda: _role_text(item))
 
 
-@command(role, "show")
+@api_command(role, "show", "aiAgent.getChatDeviceAgentBindRole")
 @click.argument("device_id")
 def role_show(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """The role DEVICE_ID is bound to."""
@@ -123,7 +180,7 @@ def role_show(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     emit(as_json, item.raw, lambda: _role_text(item))
 
 
-@command(role, "bind")
+@api_command(role, "bind", "aiAgent.bindChatDeviceAgentRole")
 @click.argument("device_id")
 @click.option(
     "--type", "type_", type=ROLE_TYPE_CHOICE, required=True, help="custom (0), template (1), single (2)"
@@ -166,7 +223,7 @@ def _fields(options: dict[str, Any]) -> RoleFields:
     return RoleFields(**{key: options.get(key) for key in RoleFields.__dataclass_fields__})
 
 
-@command(roles, "list")
+@api_command(roles, "list", "aiAgent.listChatDeviceCustomRolePage")
 @click.argument("device_id")
 def roles_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Every custom role of DEVICE_ID (all pages)."""
@@ -174,7 +231,7 @@ def roles_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     emit_rows(as_json, items, ["ROLE ID", *ROLE_COLUMNS], _role_row)
 
 
-@command(roles, "show")
+@api_command(roles, "show", "aiAgent.getChatDeviceCustomRoleDetail")
 @click.argument("device_id")
 @click.argument("role_id")
 def roles_show(opts: TuyaOptions, device_id: str, role_id: str, as_json: bool) -> None:
@@ -183,18 +240,19 @@ def roles_show(opts: TuyaOptions, device_id: str, role_id: str, as_json: bool) -
     emit(as_json, item.raw, lambda: _role_text(item))
 
 
-@command(roles, "create")
+@api_command(roles, "create", "aiAgent.addChatDeviceCustomRole")
 @click.argument("device_id")
 @_role_field_options
 def roles_create(opts: TuyaOptions, device_id: str, as_json: bool, **options: Any) -> None:
-    """Create a custom role (--name, --introduce, --image-url, --lang, --voice and --llm are required)."""
+    """Create a custom role (--name, --introduce, --image-url, --lang, --voice and --llm are required;
+    `tuya avatars`, `languages`, `voices` and `models` list the values DEVICE_ID accepts)."""
     fields = _fields(options)
 
     role_id = opts.call(lambda client: client.create_custom_role(device_id, fields))
     emit(as_json, role_id, f"created role {role_id}")
 
 
-@command(roles, "from-template")
+@api_command(roles, "from-template", "aiAgent.addChatCustomRoleFromTemplate")
 @click.argument("device_id")
 @click.argument("template_id")
 @_role_field_options
@@ -216,7 +274,7 @@ def roles_from_template(
     emit(as_json, role_id, f"created role {role_id} from template {template_id}")
 
 
-@command(roles, "update")
+@api_command(roles, "update", "aiAgent.updateChatDeviceCustomRole")
 @click.argument("device_id")
 @click.argument("role_id")
 @_role_field_options
@@ -228,7 +286,7 @@ def roles_update(opts: TuyaOptions, device_id: str, role_id: str, as_json: bool,
     emit(as_json, result, f"updated role {role_id}: {', '.join(fields.to_api())}")
 
 
-@command(roles, "delete")
+@api_command(roles, "delete", "aiAgent.delChatDeviceCustomRole")
 @click.argument("device_id")
 @click.argument("role_id")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
@@ -248,7 +306,7 @@ def templates() -> None:
     """Role templates offered to a device."""
 
 
-@command(templates, "list")
+@api_command(templates, "list", "aiAgent.listChatDeviceRoleTemplates")
 @click.argument("device_id")
 def templates_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Role templates available to DEVICE_ID."""
@@ -256,7 +314,7 @@ def templates_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     emit_rows(as_json, items, ["TEMPLATE ID", *ROLE_COLUMNS], _role_row)
 
 
-@command(templates, "show")
+@api_command(templates, "show", "aiAgent.getChatDeviceRoleTemplateDetail")
 @click.argument("device_id")
 @click.argument("template_id")
 def templates_show(opts: TuyaOptions, device_id: str, template_id: str, as_json: bool) -> None:
@@ -273,7 +331,7 @@ def history() -> None:
     """Chat history of a device's role: list, delete."""
 
 
-@command(history, "list")
+@api_command(history, "list", "aiAgent.listChatDeviceHistoryPage")
 @click.argument("device_id")
 @click.option(
     "--type", "type_", type=ROLE_TYPE_CHOICE, required=True, help="custom (0), template (1), single (2)"
@@ -307,7 +365,7 @@ def history_list(
     )
 
 
-@command(history, "delete")
+@api_command(history, "delete", "aiAgent.delChatDeviceChatHistory")
 @click.argument("device_id")
 @click.argument("request_ids", nargs=-1)
 @click.option("--type", "type_", type=ROLE_TYPE_CHOICE, help="custom (0), template (1), single (2)")
@@ -325,8 +383,7 @@ def history_delete(
     as_json: bool,
 ) -> None:
     """Delete entries by REQUEST_IDS (sent 20 per call), or --all of them."""
-    if clear_all == bool(request_ids):
-        raise PlatformError("give request ids or --all (not both)")
+    _ids_or_all(request_ids, clear_all, "request ids")
     kind = role_type(type_)
     if clear_all:
         confirm(f"Delete the whole chat history of {device_id}? This cannot be undone.", yes)
@@ -348,37 +405,315 @@ def history_delete(
         )
 
 
+# -- memory, summary, context ---------------------------------------------------------------------
+
+
+@tuya.group("memory")
+def memory() -> None:
+    """What a device's role remembers: switch, list, update, delete."""
+
+
+@api_command(memory, "switch", "aiAgent.getChatDeviceMemorySwitch")
+@click.argument("device_id")
+def memory_switch(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
+    """Whether DEVICE_ID's agent keeps memories and chat summaries."""
+    item = opts.call(lambda client: client.memory_switch(device_id))
+    emit(as_json, item.raw, lambda: pairs(item.raw.items()))
+
+
+@api_command(memory, "list", "aiAgent.listChatDeviceMemories")
+@click.argument("device_id")
+@role_options(required=True)
+def memory_list(opts: TuyaOptions, device_id: str, type_: str, role_id: str | None, as_json: bool) -> None:
+    """The role's memories, with the scope each applies to."""
+    groups = opts.call(
+        lambda client: client.memories(device_id, bind_role_type=_kind(type_), role_id=role_id)
+    )
+    rows = [
+        [m.memory_key, m.memory_name, m.memory_value, m.effective_scope_name or g.effective_scope_name]
+        for g in groups
+        for m in g.memory_list
+    ]
+    emit(as_json, [g.raw for g in groups], lambda: table(["KEY", "NAME", "VALUE", "SCOPE"], rows))
+
+
+@api_command(memory, "update", "aiAgent.updateChatDeviceMemory")
+@click.argument("device_id")
+@click.argument("memories", nargs=-1, required=True, metavar="KEY=VALUE...")
+@role_options(required=True)
+def memory_update(
+    opts: TuyaOptions,
+    device_id: str,
+    memories: tuple[str, ...],
+    type_: str,
+    role_id: str | None,
+    as_json: bool,
+) -> None:
+    """Set memories, e.g. sys.memoryBirthday=七月七号 (the keys `memory list` shows)."""
+    values = key_values(memories)
+    result = opts.call(
+        lambda client: client.update_memories(device_id, values, bind_role_type=_kind(type_), role_id=role_id)
+    )
+    emit(as_json, result, f"updated {', '.join(values)}")
+
+
+@api_command(memory, "delete", "aiAgent.delChatDeviceMemory")
+@click.argument("device_id")
+@click.argument("memory_keys", nargs=-1)
+@role_options(required=True)
+@click.option("--all", "clear_all", is_flag=True, help="delete every memory of the role")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def memory_delete(
+    opts: TuyaOptions,
+    device_id: str,
+    memory_keys: tuple[str, ...],
+    type_: str,
+    role_id: str | None,
+    clear_all: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Delete memories by MEMORY_KEYS (sent 20 per call), or --all of them."""
+    kind = _kind(type_)
+    _ids_or_all(memory_keys, clear_all, "memory keys")
+    if clear_all:
+        confirm(f"Delete every memory of the role on {device_id}? This cannot be undone.", yes)
+        result = opts.call(
+            lambda client: client.clear_memories(device_id, bind_role_type=kind, role_id=role_id)
+        )
+        emit(as_json, result, f"deleted every memory of the role on {device_id}")
+        return
+    calls = opts.call(
+        lambda client: client.delete_memories(device_id, memory_keys, bind_role_type=kind, role_id=role_id)
+    )
+    count = len(set(memory_keys))
+    emit(as_json, {"deleted": count, "calls": calls}, f"deleted {count} memories in {calls} call(s)")
+
+
+@tuya.group("summary")
+def summary() -> None:
+    """The chat summary a device's role keeps: list, update."""
+
+
+@api_command(summary, "list", "aiAgent.listChatDeviceSummary")
+@click.argument("device_id")
+@role_options(required=True)
+def summary_list(opts: TuyaOptions, device_id: str, type_: str, role_id: str | None, as_json: bool) -> None:
+    """The role's chat summary, one text per line."""
+    items = opts.call(
+        lambda client: client.summaries(device_id, bind_role_type=_kind(type_), role_id=role_id)
+    )
+    emit(as_json, items, lambda: "\n".join(items) or "(none)")
+
+
+@api_command(summary, "update", "aiAgent.updateChatDeviceSummary")
+@click.argument("device_id")
+@click.argument("items", nargs=-1, required=True, metavar="TEXT...")
+@role_options(required=True)
+def summary_update(
+    opts: TuyaOptions, device_id: str, items: tuple[str, ...], type_: str, role_id: str | None, as_json: bool
+) -> None:
+    """Replace the role's chat summary with the TEXTs given."""
+    result = opts.call(
+        lambda client: client.update_summaries(device_id, items, bind_role_type=_kind(type_), role_id=role_id)
+    )
+    emit(as_json, result, f"the summary now holds {len(items)} item(s)")
+
+
+@tuya.group("context")
+def context() -> None:
+    """The conversation context of a device's role."""
+
+
+@api_command(context, "clear", "aiAgent.delDeviceChatContext")
+@click.argument("device_id")
+@role_options(required=False)
+def context_clear(
+    opts: TuyaOptions, device_id: str, type_: str | None, role_id: str | None, as_json: bool
+) -> None:
+    """Forget the conversation so far: the next chat starts without the earlier messages."""
+    result = opts.call(
+        lambda client: client.clear_context(device_id, bind_role_type=role_type(type_), role_id=role_id)
+    )
+    emit(as_json, result, f"cleared the chat context of {device_id}")
+
+
+@api_command(role, "workflow", "aiAgent.updateChatDeviceRoleWorkflow")
+@click.argument("device_id")
+@click.argument("workflow")
+@role_options(required=True)
+def role_workflow(
+    opts: TuyaOptions, device_id: str, workflow: str, type_: str, role_id: str | None, as_json: bool
+) -> None:
+    """Set the role's WORKFLOW type, e.g. asr-llm-tts."""
+    result = opts.call(
+        lambda client: client.update_workflow(
+            device_id, workflow, bind_role_type=_kind(type_), role_id=role_id
+        )
+    )
+    emit(as_json, result, f"the role's workflow is now {workflow}")
+
+
+# -- what a role can be made of (the ids `roles create` asks for) ---------------------------------
+
+
+@api_command(tuya, "avatars", "aiAgent.listChatDeviceAvatar")
+@click.argument("device_id")
+def avatars_cmd(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
+    """Images a role may use (roles create --image-url)."""
+    items = opts.call(lambda client: client.avatars(device_id))
+    emit_rows(as_json, items, ["URL"], lambda a: [a.url], width=100)
+
+
+@api_command(tuya, "languages", "aiAgent.listChatDeviceLanguage")
+@click.argument("device_id")
+def languages_cmd(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
+    """Languages a role may speak (roles create --lang)."""
+    items = opts.call(lambda client: client.languages(device_id))
+    emit_rows(
+        as_json, items, ["CODE", "NAME", "DEFAULT"], lambda x: [x.lang_code, x.lang_name, x.has_default]
+    )
+
+
+@api_command(tuya, "models", "aiAgent.listChatDeviceLargeModel")
+@click.argument("device_id")
+def models_cmd(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
+    """Large language models a role may use (roles create --llm)."""
+    items = opts.call(lambda client: client.large_models(device_id))
+    emit_rows(as_json, items, ["LLM ID", "NAME"], lambda m: [m.llm_id, m.llm_name])
+
+
+@api_command(tuya, "voices", "aiAgent.listChatDeviceTimbreMarket")
+@click.argument("device_id")
+@click.option("--lang", help="only voices for this language, e.g. zh")
+def voices_cmd(opts: TuyaOptions, device_id: str, lang: str | None, as_json: bool) -> None:
+    """Voices a role may use (roles create --voice); every page, 20 per page."""
+    _total, items = opts.call(lambda client: client.voices(device_id, lang=lang))
+    emit_rows(
+        as_json,
+        items,
+        ["VOICE ID", "NAME", "LANGUAGES", "TAGS", "SPEED"],
+        lambda v: [v.voice_id, v.voice_name, ",".join(v.support_langs), ",".join(v.desc_tags), v.speed],
+    )
+
+
+@api_command(tuya, "wake-words", "aiAgent.getChatDeviceWakeUpWords")
+@click.argument("device_id")
+def wake_words_cmd(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
+    """The words that wake DEVICE_ID."""
+    words = opts.call(lambda client: client.wake_words(device_id))
+    emit(as_json, words, words or "(none)")
+
+
+# -- variables -------------------------------------------------------------------------------------
+
+
+@tuya.group("variables")
+def variables() -> None:
+    """Agent variables of a device (custom.* ones are defined on the developer platform): list, set."""
+
+
+def _variable_rows(as_json: bool, items: list[Variable]) -> None:
+    emit_rows(as_json, items, ["KEY", "VALUE"], lambda v: [v.variable_key, v.variable_value], width=60)
+
+
+@api_command(variables, "list", "aiAgent.listChatDeviceAgentVariable")
+@click.argument("device_id")
+@role_options(required=False)
+def variables_list(
+    opts: TuyaOptions, device_id: str, type_: str | None, role_id: str | None, as_json: bool
+) -> None:
+    """The agent's variables (of the given role, else of the bound one)."""
+    items = opts.call(
+        lambda client: client.variables(device_id, bind_role_type=role_type(type_), role_id=role_id)
+    )
+    _variable_rows(as_json, items)
+
+
+@api_command(variables, "set", "aiAgent.updateChatDeviceAgentVariable")
+@click.argument("device_id")
+@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+@role_options(required=False)
+def variables_set(
+    opts: TuyaOptions,
+    device_id: str,
+    assignments: tuple[str, ...],
+    type_: str | None,
+    role_id: str | None,
+    as_json: bool,
+) -> None:
+    """Set variables, e.g. custom.familyName=张; role-scoped ones go to --role-id, else to the bound role.
+    Prints the variables as they are afterwards."""
+    values = key_values(assignments)
+    items = opts.call(
+        lambda client: client.update_variables(
+            device_id, values, bind_role_type=role_type(type_), role_id=role_id
+        )
+    )
+    _variable_rows(as_json, items)
+
+
 # -- the action table ------------------------------------------------------------------------------
 
 
 @tuya.command("actions")
 @json_option
 def actions_cmd(as_json: bool) -> None:
-    """The aiAgent actions this client can invoke, and their HTTP calls."""
-    rows = [(name, spec.method, AGENT_PREFIX + spec.path) for name, spec in sorted(ACTIONS.items())]
+    """The aiAgent actions this client can invoke, their HTTP calls, and whether each path is confirmed."""
+    rows = [
+        (name, spec.method, spec.path, "confirmed" if spec.confirmed else "unconfirmed", spec.source or "-")
+        for name, spec in sorted(ACTIONS.items())
+    ]
     emit(
         as_json,
-        [{"action": n, "method": m, "path": p} for n, m, p in rows],
-        lambda: table(["ACTION", "METHOD", "PATH"], rows, width=90),
+        [{"action": n, "method": m, "path": p, "status": st, "source": src} for n, m, p, st, src in rows],
+        lambda: table(["ACTION", "METHOD", "PATH", "STATUS", "SOURCE"], rows, width=100),
     )
 
 
 @command(tuya, "call")
-@click.argument("action")
-@click.argument("device_id")
+@click.argument("action", required=False)
+@click.argument("device_id", required=False)
 @click.option("--params", help="JSON object of the action's parameters (snake_case, as documented)")
 @click.option(
     "--params-file", type=click.Path(exists=True, dir_okay=False), help="the parameters from a JSON/TOML file"
 )
+@click.option(
+    "--method", type=click.Choice(METHODS, case_sensitive=False), help="with --path: the HTTP method"
+)
+@click.option(
+    "--path",
+    "path",
+    metavar="PATH",
+    help="call this OpenAPI path instead of the action's ({device_id} is filled)",
+)
 def call_cmd(
     opts: TuyaOptions,
-    action: str,
-    device_id: str,
+    action: str | None,
+    device_id: str | None,
     params: str | None,
     params_file: str | None,
+    method: str | None,
+    path: str | None,
     as_json: bool,
 ) -> None:
-    """Invoke any action listed by `companion tuya actions` (e.g. delDeviceChatContext); prints its result."""
+    """Invoke any action listed by `companion tuya actions` (e.g. delDeviceChatContext DEVICE_ID), or with
+    --method and --path any OpenAPI path the table lacks (signed the same way); prints its result."""
+    values = _call_params(params, params_file)
+    if (method is None) != (path is None):
+        raise PlatformError("--method and --path go together")
+    if path is not None and method is not None:
+        where = device_id or (action if action and not action.startswith("aiAgent.") else None)
+        result = opts.call(lambda client: client.request(method, path, values, device_id=where, label=path))
+    else:
+        if not action or not device_id:
+            raise PlatformError("give ACTION and DEVICE_ID, or --method and --path")
+        name = action if action.startswith("aiAgent.") else f"aiAgent.{action}"
+        result = opts.call(lambda client: client.call(name, device_id, values))
+    emit(as_json, result, lambda: json.dumps(result, ensure_ascii=False, indent=2))
+
+
+def _call_params(params: str | None, params_file: str | None) -> dict[str, Any]:
     values: Any = {}
     if params:
         try:
@@ -389,7 +724,4 @@ def call_cmd(
         values = read_structured_file(params_file)
     if not isinstance(values, dict):
         raise PlatformError("the parameters must be a JSON object")
-    name = action if action.startswith("aiAgent.") else f"aiAgent.{action}"
-
-    result = opts.call(lambda client: client.call(name, device_id, values))
-    emit(as_json, result, lambda: json.dumps(result, ensure_ascii=False, indent=2))
+    return values

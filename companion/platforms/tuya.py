@@ -1,9 +1,10 @@
 """Client for Tuya's AI agent device chat service over the signed Cloud OpenAPI.
 
 The `aiAgent.*` action names of the vendor's list are mapped to HTTP calls in ACTIONS, the one table of
-paths: an action whose path gets confirmed is added there by one line and is then callable through
-`TuyaClient.call` (and `companion tuya call`). Tokens are granted once and refreshed under a lock, because
-a refresh token works exactly once: two concurrent refreshes would burn it.
+paths, each with the page where the path was confirmed or marked unconfirmed (inferred from its name and
+its neighbours). Every action has a typed method here; `TuyaClient.call` invokes any action by name and
+`TuyaClient.request` any path the table lacks, signed the same way. Tokens are granted once and refreshed
+under a lock, because a refresh token works exactly once: two concurrent refreshes would burn it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +32,19 @@ from .transport import (
     host_of,
     normalise_base_url,
 )
-from .tuya_models import HistoryEntry, Role, RoleFields, TuyaToken
+from .tuya_models import (
+    Avatar,
+    HistoryEntry,
+    Language,
+    LargeModel,
+    MemoryScope,
+    MemorySwitch,
+    Role,
+    RoleFields,
+    Timbre,
+    TuyaToken,
+    Variable,
+)
 from .tuya_signing import query_value, signed_request_headers
 
 log = logging.getLogger("companion.platforms")
@@ -45,37 +58,126 @@ REGIONS = {
 }
 DEFAULT_REGION = "cn"
 AGENT_PREFIX = "/v1.0/cloud/agent/ai/chat/b/devices/{device_id}"
+VARIABLES_PREFIX = "/v1.0/cloud/agent/ai/b/devices/{device_id}"  # the variables live outside /chat
 TOKEN_PATH = "/v1.0/token"
-PAGE_MAX = 20  # history, custom-role pages and batch deletes all stop at 20
+PAGE_MAX = 20  # history, custom-role and voice pages and batch deletes all stop at 20
 MAX_PAGES = 10_000
+DOCS = "https://developer.tuya.com/en/docs/cloud/"
+KIT = "https://developer.tuya.com/en/docs/iot/device-panel-intelligent-agent-development-kit?id=Kfee4uarzooc5"
+METHODS = ("GET", "POST", "PUT", "DELETE")
+Check = Callable[[Mapping[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class Action:
-    """How one `aiAgent.*` action is invoked: method and path under AGENT_PREFIX ({name} from params)."""
+    """How one `aiAgent.*` action is invoked: method, full path ({name} from params), and where the path
+    was confirmed (None: inferred from the action's name and the neighbouring paths, never seen documented).
+
+    `check` refuses parameters the action's document forbids before anything is sent.
+    """
 
     method: str
     path: str
+    source: str | None = None
+    check: Check | None = field(default=None, compare=False)
+
+    @property
+    def confirmed(self) -> bool:
+        return self.source is not None
+
+    @property
+    def status(self) -> str:
+        return (
+            f"confirmed: {self.source}" if self.source else "unconfirmed: inferred, not yet seen documented"
+        )
 
 
-# action → HTTP call; the only place that knows these paths.
+def _chat(method: str, tail: str, page: str | None, check: Check | None = None) -> Action:
+    """An action under AGENT_PREFIX; `page` is its API page under DOCS, "kit", or None (unconfirmed)."""
+    source = None if page is None else (KIT if page == "kit" else DOCS + page)
+    return Action(method, AGENT_PREFIX + tail, source, check)
+
+
+def check_role_params(params: Mapping[str, Any]) -> None:
+    check_role(_int_or_none(params.get("bind_role_type")), _text_or_none(params.get("role_id")))
+
+
+def _check_batch(ids_key: str, all_key: str) -> Check:
+    """`all_key` true or false, `ids_key` (comma-separated, at most 20) unless it is true, the role rule."""
+
+    def check(params: Mapping[str, Any]) -> None:
+        check_role_params(params)
+        if not isinstance(params.get(all_key), bool):
+            raise PlatformError(f"{all_key} is required: true (delete all) or false (delete {ids_key})")
+        if params[all_key]:
+            return
+        ids = [item for item in str(params.get(ids_key) or "").split(",") if item.strip()]
+        if not ids:
+            raise PlatformError(f"{ids_key} is needed unless {all_key} is true")
+        if len(ids) > PAGE_MAX:
+            raise PlatformError(
+                f"{ids_key} holds {len(ids)} items, at most {PAGE_MAX} per call "
+                "(the typed command sends them 20 at a time)"
+            )
+
+    return check
+
+
+# action → HTTP call; the only place that knows these paths. Sources: per-API pages under DOCS, or the
+# device panel kit's endpoint list (KIT). The 27 actions of the seed, then the one Tuya added since.
 ACTIONS: dict[str, Action] = {
-    "aiAgent.initChatDeviceAgentBindRole": Action("POST", "/agent-roles/initialization"),
-    "aiAgent.addChatDeviceCustomRole": Action("POST", "/custom-role"),
-    "aiAgent.addChatCustomRoleFromTemplate": Action("POST", "/custom-roles/from-template"),
-    "aiAgent.listChatDeviceCustomRolePage": Action("GET", "/custom-roles"),
-    "aiAgent.getChatDeviceCustomRoleDetail": Action("GET", "/custom-roles/{role_id}"),
-    "aiAgent.updateChatDeviceCustomRole": Action("PUT", "/custom-roles/{role_id}"),
-    "aiAgent.delChatDeviceCustomRole": Action("DELETE", "/custom-roles/{role_id}"),
-    "aiAgent.listChatDeviceRoleTemplates": Action("GET", "/role-templates"),
-    "aiAgent.getChatDeviceRoleTemplateDetail": Action("GET", "/role-templates/{template_id}"),
-    "aiAgent.bindChatDeviceAgentRole": Action("POST", "/role-bindings"),
-    "aiAgent.getChatDeviceAgentBindRole": Action("GET", "/role-bindings"),
-    "aiAgent.updateChatDeviceRoleWorkflow": Action("PUT", "/role-workflow"),
-    "aiAgent.listChatDeviceHistoryPage": Action("GET", "/history"),
-    "aiAgent.delChatDeviceChatHistory": Action("DELETE", "/history"),
-    "aiAgent.delChatDeviceMemory": Action("DELETE", "/memories"),
-    "aiAgent.delDeviceChatContext": Action("DELETE", "/chat-context"),
+    "aiAgent.listChatDeviceHistoryPage": _chat(
+        "GET", "/history", "93f6ff38f5?id=Kfee4z3q83c67", check_role_params
+    ),
+    "aiAgent.delChatDeviceChatHistory": _chat(
+        "DELETE", "/history", "d412b14856?id=Kfee4zfh2wjdz", _check_batch("request_ids", "clear_all_history")
+    ),
+    "aiAgent.getChatDeviceMemorySwitch": _chat("GET", "/memory/switch", "6f108226f4?id=Kfee4zr5usvew"),
+    "aiAgent.delChatDeviceMemory": _chat(
+        "DELETE", "/memories", "4792233651?id=Kfee502v1of9b", _check_batch("memory_keys", "clear_all_memory")
+    ),
+    "aiAgent.listChatDeviceMemories": _chat(
+        "GET", "/memories", "85b35f1e7e?id=Kfee50evw33fu", check_role_params
+    ),
+    "aiAgent.updateChatDeviceMemory": _chat("PUT", "/memories", None, check_role_params),
+    "aiAgent.listChatDeviceSummary": _chat("GET", "/summary", None, check_role_params),
+    "aiAgent.updateChatDeviceSummary": _chat("PUT", "/summary", None, check_role_params),
+    "aiAgent.delDeviceChatContext": _chat(
+        "DELETE", "/chat-context", "6c9b695fae?id=Kfee50qhr3imt", check_role_params
+    ),
+    "aiAgent.addChatDeviceCustomRole": _chat("POST", "/custom-role", "kit"),
+    "aiAgent.listChatDeviceCustomRolePage": _chat("GET", "/custom-roles", "kit"),
+    "aiAgent.getChatDeviceCustomRoleDetail": _chat("GET", "/custom-roles/{role_id}", "kit"),
+    "aiAgent.updateChatDeviceCustomRole": _chat("PUT", "/custom-roles/{role_id}", "kit"),
+    "aiAgent.delChatDeviceCustomRole": _chat(
+        "DELETE", "/custom-roles/{role_id}", "15025b2084?id=Kfee4vric0rpp"
+    ),
+    "aiAgent.addChatCustomRoleFromTemplate": _chat(
+        "POST", "/custom-roles/from-template", "4698d647ed?id=Kfee4ue9h31n7"
+    ),
+    "aiAgent.listChatDeviceRoleTemplates": _chat("GET", "/role-templates", "34f484e064?id=Kfee4w3fal1c5"),
+    "aiAgent.getChatDeviceRoleTemplateDetail": _chat(
+        "GET", "/role-templates/{template_id}", "157cae5510?id=Kfee4wfbhof9y"
+    ),
+    "aiAgent.bindChatDeviceAgentRole": _chat("POST", "/role-bindings", "ec5e61a192?id=Kfee4wr2mh7x3"),
+    "aiAgent.getChatDeviceAgentBindRole": _chat("GET", "/role-bindings", "kit"),
+    "aiAgent.initChatDeviceAgentBindRole": _chat(
+        "POST", "/agent-roles/initialization", "98119c326f?id=Kfee4xeugosv9"
+    ),
+    "aiAgent.listChatDeviceAvatar": _chat("GET", "/avatars", None),
+    "aiAgent.listChatDeviceLanguage": _chat("GET", "/languages", "a604a280d9?id=Kfee5142s7vpj"),
+    "aiAgent.listChatDeviceLargeModel": _chat("GET", "/large-models", "d5c4e42c12?id=Kfee51g7pyh4d"),
+    "aiAgent.getChatDeviceWakeUpWords": _chat("GET", "/wake-up-words", None),
+    "aiAgent.listChatDeviceAgentVariable": Action(
+        "GET", VARIABLES_PREFIX + "/agent-variables", DOCS + "d85d3df167?id=Kfehufqduu6tn", check_role_params
+    ),
+    "aiAgent.updateChatDeviceAgentVariable": Action(
+        "PUT", VARIABLES_PREFIX + "/agent-variables", DOCS + "1fc3d6a772?id=Kfehugbssi0ox", check_role_params
+    ),
+    "aiAgent.listChatDeviceTimbreMarket": _chat("GET", "/timbres", None),
+    "aiAgent.updateChatDeviceRoleWorkflow": _chat(
+        "PUT", "/role-workflow", "b317570a8c?id=Kfee4xqs47yvu", check_role_params
+    ),
 }
 
 
@@ -101,7 +203,9 @@ def check_role(bind_role_type: int | None, role_id: str | None) -> None:
         raise PlatformError("bind_role_type 2 (single role) takes no role id")
 
 
-def _role_query(bind_role_type: int | None, role_id: str | None) -> dict[str, Any]:
+def _role_query(bind_role_type: int | None, role_id: str | None, *, required: bool = False) -> dict[str, Any]:
+    if required and bind_role_type is None:
+        raise PlatformError("this call needs the role type: custom (0), template (1) or single (2)")
     check_role(bind_role_type, role_id)
     query: dict[str, Any] = {}
     if bind_role_type is not None:
@@ -109,6 +213,19 @@ def _role_query(bind_role_type: int | None, role_id: str | None) -> dict[str, An
     if role_id:
         query["role_id"] = role_id
     return query
+
+
+def _int_or_none(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise PlatformError(f"bind_role_type must be 0, 1 or 2, not {value!r}") from None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
 
 
 def chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
@@ -260,28 +377,58 @@ class TuyaClient(TransportClient):
         """Invoke an `aiAgent.*` action for `device_id`; returns the reply's `result`.
 
         Path placeholders are filled from `params`; the rest goes in the query (GET/DELETE) or as the
-        JSON body (POST/PUT). An action missing from ACTIONS is an error naming the known ones.
+        JSON body (POST/PUT). The action's own check runs first, so a refused call sends nothing. An
+        action missing from ACTIONS is an error naming the known ones (use `request` for those).
         """
         spec = ACTIONS.get(action)
         if spec is None:
             raise PlatformError(
-                f"Tuya: no HTTP mapping for {action!r}; known actions: {', '.join(sorted(ACTIONS))}"
+                f"Tuya: no HTTP mapping for {action!r}; known actions: {', '.join(sorted(ACTIONS))} "
+                "(or give the method and path yourself)"
             )
         if not device_id:
             raise PlatformError("Tuya: a device id is needed")
         rest = dict(params or {})
-        path_values = {"device_id": device_id}
-        template = AGENT_PREFIX + spec.path
-        for name in ("role_id", "template_id"):
-            if "{" + name + "}" in template:
+        if spec.check is not None:
+            spec.check(rest)
+        return await self.request(spec.method, spec.path, rest, device_id=device_id, label=action)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        device_id: str | None = None,
+        label: str = "the call",
+    ) -> Any:
+        """A signed business call to any OpenAPI path (for paths the action table lacks).
+
+        `{device_id}`, `{role_id}` and `{template_id}` in `path` are filled from `device_id` and `params`;
+        the remaining params go in the query (GET/DELETE) or as the JSON body (POST/PUT).
+        """
+        method = method.upper()
+        if method not in METHODS:
+            raise PlatformError(f"Tuya: the method must be one of {', '.join(METHODS)}, not {method!r}")
+        if not path.startswith("/"):
+            raise PlatformError(f"Tuya: the path must start with '/': {path!r}")
+        rest = dict(params or {})
+        values = {"device_id": device_id} if device_id else {}
+        for name in ("device_id", "role_id", "template_id"):
+            if "{" + name + "}" in path and name not in values:
                 value = rest.pop(name, None)
                 if not value:
-                    raise PlatformError(f"Tuya: {action} needs {name}")
-                path_values[name] = str(value)
-        path = template.format(**{key: quote(value, safe="") for key, value in path_values.items()})
-        if spec.method in ("GET", "DELETE"):
-            return await self._business(spec.method, path, {k: v for k, v in rest.items() if v is not None})
-        return await self._business(spec.method, path, None, rest or None)
+                    raise PlatformError(f"Tuya: {label} needs {name}")
+                values[name] = str(value)
+        try:
+            filled = path.format(**{key: quote(value, safe="") for key, value in values.items()})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise PlatformError(
+                f"Tuya: the path {path!r} has a placeholder that cannot be filled: {exc}"
+            ) from None
+        if method in ("GET", "DELETE"):
+            return await self._business(method, filled, {k: v for k, v in rest.items() if v is not None})
+        return await self._business(method, filled, None, rest or None)
 
     # -- roles --------------------------------------------------------------------------------------
 
@@ -419,24 +566,13 @@ class TuyaClient(TransportClient):
         role_id: str | None = None,
     ) -> int:
         """Delete the given entries, 20 ids per call; returns how many calls were made."""
-        ids = list(dict.fromkeys(item.strip() for item in request_ids if item.strip()))
-        if not ids:
-            raise PlatformError("give at least one request id (or clear the whole history)")
-        base = _role_query(bind_role_type, role_id)
-        done = 0
-        calls = 0
-        for batch in chunks(ids, PAGE_MAX):
-            params = {**base, "clear_all_history": False, "request_ids": ",".join(batch)}
-            try:
-                await self.call("aiAgent.delChatDeviceChatHistory", device_id, params)
-            except PlatformAPIError as exc:
-                note = f"{done} of {len(ids)} entries were deleted before this failure"
-                raise PlatformAPIError(
-                    TUYA, exc.code, exc.message, hint=f"{exc.hint}; {note}" if exc.hint else note
-                ) from exc
-            done += len(batch)
-            calls += 1
-        return calls
+        return await self._delete_in_batches(
+            "aiAgent.delChatDeviceChatHistory",
+            device_id,
+            request_ids,
+            ("request_ids", "clear_all_history", "request id", "entries"),
+            _role_query(bind_role_type, role_id),
+        )
 
     async def clear_history(
         self, device_id: str, *, bind_role_type: int | None = None, role_id: str | None = None
@@ -444,6 +580,183 @@ class TuyaClient(TransportClient):
         """Delete the whole history of the role (or of the device's agent)."""
         params = {**_role_query(bind_role_type, role_id), "clear_all_history": True}
         return await self.call("aiAgent.delChatDeviceChatHistory", device_id, params)
+
+    async def _delete_in_batches(
+        self,
+        action: str,
+        device_id: str,
+        items: Sequence[str],
+        names: tuple[str, str, str, str],
+        base: Mapping[str, Any],
+    ) -> int:
+        """Send `items` 20 per call under `names[0]` (with `names[1]` false); returns the call count.
+
+        A failed batch says how many items the earlier batches already removed.
+        """
+        ids_key, all_key, noun, plural = names
+        ids = list(dict.fromkeys(item.strip() for item in items if item.strip()))
+        if not ids:
+            raise PlatformError(f"give at least one {noun} (or clear them all)")
+        done = 0
+        calls = 0
+        for batch in chunks(ids, PAGE_MAX):
+            params = {**base, all_key: False, ids_key: ",".join(batch)}
+            try:
+                await self.call(action, device_id, params)
+            except PlatformAPIError as exc:
+                note = f"{done} of {len(ids)} {plural} were deleted before this failure"
+                raise PlatformAPIError(
+                    TUYA, exc.code, exc.message, hint=f"{exc.hint}; {note}" if exc.hint else note
+                ) from exc
+            done += len(batch)
+            calls += 1
+        return calls
+
+    # -- memory, summary, context -------------------------------------------------------------------
+
+    async def memory_switch(self, device_id: str) -> MemorySwitch:
+        """Whether the agent keeps memories and chat summaries at all."""
+        return MemorySwitch.from_api(await self.call("aiAgent.getChatDeviceMemorySwitch", device_id))
+
+    async def memories(
+        self, device_id: str, *, bind_role_type: int, role_id: str | None = None
+    ) -> list[MemoryScope]:
+        """The role's memories, grouped by the scope they apply to."""
+        result = await self.call(
+            "aiAgent.listChatDeviceMemories", device_id, _role_query(bind_role_type, role_id, required=True)
+        )
+        return [MemoryScope.from_api(item) for item in as_list(result)]
+
+    async def update_memories(
+        self,
+        device_id: str,
+        memory_map: Mapping[str, str],
+        *,
+        bind_role_type: int,
+        role_id: str | None = None,
+    ) -> Any:
+        """Set the values of the given memory keys (e.g. sys.memoryBirthday)."""
+        if not memory_map:
+            raise PlatformError("give at least one memory as KEY=VALUE")
+        params = {**_role_query(bind_role_type, role_id, required=True), "memory_map": dict(memory_map)}
+        return await self.call("aiAgent.updateChatDeviceMemory", device_id, params)
+
+    async def delete_memories(
+        self, device_id: str, memory_keys: Sequence[str], *, bind_role_type: int, role_id: str | None = None
+    ) -> int:
+        """Delete the given memory keys, 20 per call; returns how many calls were made."""
+        return await self._delete_in_batches(
+            "aiAgent.delChatDeviceMemory",
+            device_id,
+            memory_keys,
+            ("memory_keys", "clear_all_memory", "memory key", "memories"),
+            _role_query(bind_role_type, role_id, required=True),
+        )
+
+    async def clear_memories(self, device_id: str, *, bind_role_type: int, role_id: str | None = None) -> Any:
+        params = {**_role_query(bind_role_type, role_id, required=True), "clear_all_memory": True}
+        return await self.call("aiAgent.delChatDeviceMemory", device_id, params)
+
+    async def summaries(
+        self, device_id: str, *, bind_role_type: int, role_id: str | None = None
+    ) -> list[str]:
+        """The role's chat summary, one text per item."""
+        result = await self.call(
+            "aiAgent.listChatDeviceSummary", device_id, _role_query(bind_role_type, role_id, required=True)
+        )
+        return [item for item in as_list(result) if isinstance(item, str)]
+
+    async def update_summaries(
+        self, device_id: str, items: Sequence[str], *, bind_role_type: int, role_id: str | None = None
+    ) -> Any:
+        """Replace the role's chat summary with `items`."""
+        texts = [item for item in items if item.strip()]
+        if not texts:
+            raise PlatformError("give at least one summary text")
+        params = {**_role_query(bind_role_type, role_id, required=True), "summary_items": texts}
+        return await self.call("aiAgent.updateChatDeviceSummary", device_id, params)
+
+    async def clear_context(
+        self, device_id: str, *, bind_role_type: int | None = None, role_id: str | None = None
+    ) -> Any:
+        """Forget the conversation so far: the next chat starts without the earlier messages."""
+        return await self.call(
+            "aiAgent.delDeviceChatContext", device_id, _role_query(bind_role_type, role_id)
+        )
+
+    async def update_workflow(
+        self, device_id: str, workflow: str, *, bind_role_type: int, role_id: str | None = None
+    ) -> Any:
+        """Set the role's workflow type, e.g. asr-llm-tts."""
+        if not workflow:
+            raise PlatformError("give the workflow type, e.g. asr-llm-tts")
+        params = {**_role_query(bind_role_type, role_id, required=True), "workflow": workflow}
+        return await self.call("aiAgent.updateChatDeviceRoleWorkflow", device_id, params)
+
+    # -- what a role can be made of -----------------------------------------------------------------
+
+    async def avatars(self, device_id: str) -> list[Avatar]:
+        return [
+            Avatar.from_api(item)
+            for item in as_list(await self.call("aiAgent.listChatDeviceAvatar", device_id))
+        ]
+
+    async def languages(self, device_id: str) -> list[Language]:
+        result = await self.call("aiAgent.listChatDeviceLanguage", device_id)
+        return [Language.from_api(item) for item in as_list(result)]
+
+    async def large_models(self, device_id: str) -> list[LargeModel]:
+        result = await self.call("aiAgent.listChatDeviceLargeModel", device_id)
+        return [LargeModel.from_api(item) for item in as_list(result)]
+
+    async def wake_words(self, device_id: str) -> str:
+        result = await self.call("aiAgent.getChatDeviceWakeUpWords", device_id)
+        return result if isinstance(result, str) else ""
+
+    async def voices(
+        self, device_id: str, *, lang: str | None = None, page_size: int = PAGE_MAX
+    ) -> tuple[int | None, list[Timbre]]:
+        """(total, voices): every voice offered to the device, page by page (20 at most per page)."""
+        page_size = max(1, min(page_size, PAGE_MAX))
+        voices: list[Timbre] = []
+        total: int | None = None
+        for page_no in range(1, MAX_PAGES + 1):
+            params: dict[str, Any] = {"page_no": page_no, "page_size": page_size}
+            if lang:
+                params["lang"] = lang
+            result = as_dict(await self.call("aiAgent.listChatDeviceTimbreMarket", device_id, params))
+            total = get_int(result, "total")
+            items = as_list(result.get("list"))
+            voices.extend(Timbre.from_api(item) for item in items)
+            if not items or len(items) < page_size or (total is not None and len(voices) >= total):
+                break
+        return total, voices
+
+    # -- variables ----------------------------------------------------------------------------------
+
+    async def variables(
+        self, device_id: str, *, bind_role_type: int | None = None, role_id: str | None = None
+    ) -> list[Variable]:
+        """The agent's variables; `custom.*` ones are defined on the developer platform."""
+        result = await self.call(
+            "aiAgent.listChatDeviceAgentVariable", device_id, _role_query(bind_role_type, role_id)
+        )
+        return [Variable.from_api(item) for item in as_list(result)]
+
+    async def update_variables(
+        self,
+        device_id: str,
+        variable_map: Mapping[str, str],
+        *,
+        bind_role_type: int | None = None,
+        role_id: str | None = None,
+    ) -> list[Variable]:
+        """Set variables; returns the list as it is afterwards. Without a role, the bound role's are set."""
+        if not variable_map:
+            raise PlatformError("give at least one variable as KEY=VALUE")
+        params = {**_role_query(bind_role_type, role_id), "variable_map": dict(variable_map)}
+        result = await self.call("aiAgent.updateChatDeviceAgentVariable", device_id, params)
+        return [Variable.from_api(item) for item in as_list(result)]
 
 
 def _registered(token: TuyaToken) -> TuyaToken:

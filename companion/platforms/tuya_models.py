@@ -108,3 +108,86 @@ class HistoryEntry(ApiModel):
     @property
     def answer_text(self) -> str:
         return " ".join(part.context for part in self.answer if part.context)
+
+
+@dataclass(frozen=True)
+class MemorySwitch(ApiModel):
+    """Whether the agent keeps memories and chat summaries."""
+
+    memory_open: bool | None = None
+    summary_open: bool | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Memory(ApiModel):
+    """One remembered fact, e.g. sys.memoryBirthday = 七月七号."""
+
+    memory_key: str | None = None
+    memory_name: str | None = None
+    memory_value: str | None = None
+    effective_scope: int | None = None
+    effective_scope_name: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class MemoryScope(ApiModel):
+    """The memories that apply in one scope (the role, the home, the user)."""
+
+    effective_scope: int | None = None
+    effective_scope_name: str | None = None
+    memory_list: list[Memory] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Avatar(ApiModel):
+    """An image a role may use as role_img_url."""
+
+    url: str | None = None
+    avatar_id: str | None = wire("avatar_id", "avatarId", default=None)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Language(ApiModel):
+    """A language a role may speak (use_lang_code)."""
+
+    lang_code: str | None = None
+    lang_name: str | None = None
+    has_default: bool | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class LargeModel(ApiModel):
+    """A large language model a role may use (use_llm_id; the API sends the id as a number)."""
+
+    llm_id: str | None = None
+    llm_name: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Variable(ApiModel):
+    """An agent variable; `custom.*` ones are defined on the developer platform."""
+
+    variable_key: str | None = None
+    variable_value: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Timbre(ApiModel):
+    """A voice a role may use (use_timbre_id); this one reply is camelCase."""
+
+    wire_case = "camel"
+
+    voice_id: str | None = None
+    voice_name: str | None = None
+    demo_url: str | None = None
+    desc_tags: list[str] = field(default_factory=list)
+    support_langs: list[str] = field(default_factory=list)
+    speed: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)

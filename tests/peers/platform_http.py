@@ -64,6 +64,10 @@ class Recorded:
         values = self.query.get(name)
         return values[0] if values else None
 
+    def query_one(self) -> dict[str, str]:
+        """The query with the first value of each name."""
+        return {name: values[0] for name, values in self.query.items() if values}
+
 
 @dataclass
 class Answer:

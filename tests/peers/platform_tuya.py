@@ -3,7 +3,10 @@
 The signature check is this file's own implementation of the documented algorithm (spec C.3), written
 from the text and independent of companion.platforms.tuya_signing. Tokens behave as documented: a grant
 gives an access token and a single-use refresh token; refreshing rotates both and burns the old refresh
-token. History pages hold at most 20 and batch deletes at most 20 ids (1101 otherwise).
+token. All 27 actions of the seed document are answered with its example shapes, at paths written here
+from Tuya's cloud API pages (the six the pages do not show use the client's inferred ones). Parameters are
+checked as documented: history, custom-role and voice pages hold at most 20, batch deletes take at most 20
+ids (1101 otherwise), a role id needs its type, memory and summary calls need a type (1100).
 """
 
 from __future__ import annotations
@@ -18,6 +21,13 @@ from typing import Any
 from tests.peers.platform_http import Answer, Recorded, RecordingServer
 
 PREFIX = "/v1.0/cloud/agent/ai/chat/b/devices/"
+VARIABLES_PREFIX = "/v1.0/cloud/agent/ai/b/devices/"  # agent-variables live outside /chat
+MEMORY_KEYS = {
+    "sys.memoryInterests": "兴趣爱好",
+    "sys.memoryAge": "年龄",
+    "sys.memoryBirthday": "生日",
+    "sys.memoryUserFullName": "姓名",
+}
 
 
 def reference_string_to_sign(
@@ -68,6 +78,39 @@ class TuyaState:
     history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     deleted_batches: list[list[str]] = field(default_factory=list)
     next_role: int = 163000100
+    memory_open: bool = True
+    summary_open: bool = True
+    memories: dict[str, dict[str, str]] = field(default_factory=dict)  # "device|type|role" -> key -> value
+    deleted_memory_batches: list[list[str]] = field(default_factory=list)
+    summaries: dict[str, list[str]] = field(default_factory=dict)  # "device|type|role" -> items
+    context_clears: list[str] = field(default_factory=list)  # "device|type|role" of each clear
+    workflows: dict[str, str] = field(default_factory=dict)
+    variables: dict[str, dict[str, str]] = field(default_factory=dict)  # device -> key -> value
+    avatars: list[str] = field(
+        default_factory=lambda: [f"https://images.tuyacn.com/icon/{i}.png" for i in range(1, 7)]
+    )
+    languages: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {"has_default": False, "lang_name": "湖南话", "lang_code": "zh_hn"},
+            {"has_default": False, "lang_name": "英文", "lang_code": "en"},
+            {"has_default": True, "lang_name": "中文", "lang_code": "zh"},
+        ]
+    )
+    models: list[dict[str, Any]] = field(default_factory=lambda: [{"llm_name": "1.5 Pro", "llm_id": 85}])
+    wake_words: str = "你好小智"
+    timbres: list[dict[str, Any]] = field(
+        default_factory=lambda: [
+            {
+                "demoUrl": f"https://images.tuyacn.com/timbre/timbre_{i}.mp3",
+                "voiceId": f"{i}",
+                "voiceName": f"音色{i}",
+                "descTags": ["女", "中文"] if i % 2 else ["男", "英文"],
+                "supportLangs": ["zh"] if i % 2 else ["en"],
+                "speed": 30,
+            }
+            for i in range(1, 46)
+        ]
+    )
 
 
 def _role(role_id: str, **fields: Any) -> dict[str, Any]:
@@ -210,11 +253,14 @@ class TuyaPeer(RecordingServer):
             return self.fail(1011, "invalid token")
         if token.expired or time.time() > token.expires_at or s.reject_all_tokens:
             return self.fail(1010, "token invalid")
-        if not r.path.startswith(PREFIX):
+        prefix = next((p for p in (PREFIX, VARIABLES_PREFIX) if r.path.startswith(p)), None)
+        if prefix is None:
             return self.fail(1108, "uri path invalid")
-        device, _, rest = r.path[len(PREFIX) :].partition("/")
+        device, _, rest = r.path[len(prefix) :].partition("/")
         if device not in s.devices:
             return self.fail(2010, "device not exist")
+        if prefix == VARIABLES_PREFIX:
+            return self._variables(r, device, rest)
         return self._agent(r, device, rest)
 
     def _agent(self, r: Recorded, device: str, rest: str) -> Answer:
@@ -297,8 +343,148 @@ class TuyaPeer(RecordingServer):
             s.history[device] = [e for e in s.history.get(device, []) if e["request_id"] not in ids]
             return self.ok(True)
         if rest == "chat-context" and m == "DELETE":
+            role, bad = self._role(dict(r.query_one()), required=False)
+            if bad:
+                return bad
+            s.context_clears.append(f"{device}|{role}")
+            return self.ok(True)
+        if rest == "role-workflow" and m == "PUT":
+            role, bad = self._role(body, required=True)
+            if bad or not isinstance(body.get("workflow"), str):
+                return bad or self.fail(1100, "param is empty")
+            s.workflows[f"{device}|{role}"] = body["workflow"]
+            return self.ok(True)
+        if rest.startswith("memor") or rest == "summary":
+            return self._memory(r, device, rest, body)
+        return self._catalog(r, device, rest)
+
+    # -- memory and summary (per role) --------------------------------------------------------------
+
+    def _role(self, params: dict[str, Any], *, required: bool) -> tuple[str, Answer | None]:
+        """The "type|role" key of the role a call names, or the refusal the document gives."""
+        kind, role_id = params.get("bind_role_type"), params.get("role_id")
+        if kind is None or kind == "":
+            if required or role_id:
+                return "", self.fail(1100, "param is empty")
+            return "bound", None
+        if str(kind) not in ("0", "1", "2"):
+            return "", self.fail(1109, "param is illegal")
+        if str(kind) in ("0", "1") and not role_id:
+            return "", self.fail(1100, "param is empty")
+        return f"{kind}|{role_id or ''}", None
+
+    def _memory(self, r: Recorded, device: str, rest: str, body: dict[str, Any]) -> Answer:
+        s = self.state
+        m = r.method
+        if rest == "memory/switch" and m == "GET":
+            return self.ok({"memory_open": s.memory_open, "summary_open": s.summary_open})
+        params = dict(r.query_one()) if m in ("GET", "DELETE") else body
+        role, bad = self._role(params, required=True)
+        if bad:
+            return bad
+        key = f"{device}|{role}"
+        if rest == "memories" and m == "GET":
+            values = s.memories.get(key, {})
+            items = [
+                {
+                    "memory_value": value,
+                    "memory_key": name,
+                    "memory_name": MEMORY_KEYS.get(name, name),
+                    "effective_scope_name": "角色的记忆",
+                    "effective_scope": 3,
+                }
+                for name, value in values.items()
+            ]
+            return self.ok(
+                [{"memory_list": items, "effective_scope_name": "角色的记忆", "effective_scope": 3}]
+            )
+        if rest == "memories" and m == "PUT":
+            update = body.get("memory_map")
+            if not isinstance(update, dict) or not update:
+                return self.fail(1100, "param is empty")
+            s.memories.setdefault(key, {}).update({str(k): str(v) for k, v in update.items()})
+            return self.ok(True)
+        if rest == "memories" and m == "DELETE":
+            clear = r.q("clear_all_memory")
+            if clear not in ("true", "false"):
+                return self.fail(1100, "param is empty")
+            if clear == "true":
+                s.memories[key] = {}
+                return self.ok(True)
+            keys = [k for k in (r.q("memory_keys") or "").split(",") if k]
+            if not keys:
+                return self.fail(1100, "param is empty")
+            if len(keys) > 20:
+                return self.fail(1101, "param is out of range")
+            s.deleted_memory_batches.append(keys)
+            held = s.memories.get(key, {})
+            for name in keys:
+                held.pop(name, None)
+            return self.ok(True)
+        if rest == "summary" and m == "GET":
+            return self.ok(s.summaries.get(key, []))
+        if rest == "summary" and m == "PUT":
+            items = body.get("summary_items")
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                return self.fail(1100, "param is empty")
+            s.summaries[key] = list(items)
             return self.ok(True)
         return self.fail(1108, "uri path invalid")
+
+    # -- what roles are made of ---------------------------------------------------------------------
+
+    def _catalog(self, r: Recorded, device: str, rest: str) -> Answer:
+        s = self.state
+        if r.method != "GET":
+            return self.fail(1108, "uri path invalid")
+        if rest == "avatars":
+            return self.ok([{"url": url} for url in s.avatars])
+        if rest == "languages":
+            return self.ok(s.languages)
+        if rest == "large-models":
+            return self.ok(s.models)
+        if rest == "wake-up-words":
+            return self.ok(s.wake_words)
+        if rest == "timbres":
+            page_no, size = int(r.q("page_no") or 1), int(r.q("page_size") or 10)
+            if not 1 <= size <= 20 or page_no < 1:
+                return self.fail(1101, "param is out of range")
+            lang = r.q("lang")
+            items = [t for t in s.timbres if not lang or lang in t["supportLangs"]]
+            return self.ok({"total": len(items), "list": items[(page_no - 1) * size : page_no * size]})
+        return self.fail(1108, "uri path invalid")
+
+    # -- variables ----------------------------------------------------------------------------------
+
+    def _variables(self, r: Recorded, device: str, rest: str) -> Answer:
+        s = self.state
+        if rest != "agent-variables":
+            return self.fail(1108, "uri path invalid")
+        values = s.variables.setdefault(
+            device,
+            {
+                "sys.roleName": "天文学家",
+                "sys.memoryAge": "九十九岁",
+                "custom.familyName": "",
+                "custom.userName": "张三",
+            },
+        )
+        if r.method == "GET":
+            _, bad = self._role(dict(r.query_one()), required=False)
+            if bad:
+                return bad
+        elif r.method == "PUT":
+            body = r.json() if r.body else {}
+            _, bad = self._role(body, required=False)
+            if bad:
+                return bad
+            update = body.get("variable_map")
+            if not isinstance(update, dict) or not update:
+                return self.fail(1100, "param is empty")
+            values.update({str(k): str(v) for k, v in update.items()})
+        else:
+            return self.fail(1108, "uri path invalid")
+        return self.ok([{"variable_key": k, "variable_value": v} for k, v in values.items()])
 
     def _new_role(self, device: str, fields: dict[str, Any]) -> str:
         self.state.next_role += 1
