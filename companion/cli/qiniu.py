@@ -501,15 +501,11 @@ def agents_update(
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 def agents_delete(opts: QiniuOptions, agent: str, yes: bool, as_json: bool) -> None:
     """Delete an agent for good (asks first unless --yes). AGENT is an id or an exact name."""
-    found = opts.call(on_agent(agent, lambda _client, _agent_id: _nothing(), "deleted"))[0]
+    found, _ = opts.call(on_agent(agent, lambda _client, _agent_id: asyncio.sleep(0), "deleted"))
     confirm(f"Delete agent {found}{'' if found == agent else f' ({agent})'}? This cannot be undone.", yes)
 
     data = opts.call(lambda client: client.delete_agent(found))
     emit(as_json, data, f"deleted agent {found}")
-
-
-async def _nothing() -> None:
-    return None
 
 
 # -- devices ---------------------------------------------------------------------------------------
