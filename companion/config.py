@@ -23,6 +23,17 @@ from .errors import ConfigError
 
 OFFICIAL_OTA_URL = "https://api.tenclass.net/xiaozhi/ota/"
 MINDCRAFT_SOCKET_URL = "wss://api.mindcraft.com.cn/socket-v1/"
+# The chat_bot_v3 models seed 004 lists; the vendor adds more, which are sent as given (with a warning).
+MINDCRAFT_LLM_MODELS = ("GLM-4-Air", "Doubao-1.5-lite-32k", "abab6.5s-chat")
+MINDCRAFT_TTS_MODELS = (
+    "TX_TTSP_realtime",
+    "TX_TTSL_realtime",
+    "MM_TTSL_realtime_speech-01-turbo",
+    "ZJ_TTSL_realtime",
+    "ALI_TTSL_realtime_cosyvoice-v1",
+    "XF_TTS_realtime",
+    "BD_TTS_realtime_zh",
+)
 WEBSOCKET_SCHEMES = ("ws", "wss")
 HTTP_SCHEMES = ("http", "https")
 MAX_CONFIG_BYTES = 1024 * 1024  # a real file is a few KiB; anything this large is not a config
@@ -33,6 +44,7 @@ MAX_CONFIG_BYTES = 1024 * 1024  # a real file is a few KiB; anything this large 
 SECRET_SOURCES: dict[tuple[str, str], tuple[str | None, str]] = {
     ("xiaozhi", "token"): ("xiaozhi-token", "COMPANION_XIAOZHI_TOKEN"),
     ("chatbot_v3", "api_key"): ("mindcraft-key", "COMPANION_MINDCRAFT_KEY"),
+    ("chatbot_v3", "device_token"): ("mindcraft-device-token", "COMPANION_MINDCRAFT_DEVICE_TOKEN"),
     ("xiaozhi", "mqtt_password"): (None, "COMPANION_XIAOZHI_MQTT_PASSWORD"),
 }
 
@@ -46,10 +58,13 @@ def setting(
     maximum: float | None = None,
     url: tuple[str, ...] | None = None,
     host_port: bool = False,
+    known: Iterable[Any] | None = None,
 ) -> Any:
     """A dataclass field with its one-line documentation and limits (`url`: the schemes allowed,
-    `host_port`: a 'host[:port]' address)."""
+    `host_port`: a 'host[:port]' address, `known`: the values documented so far, others allowed)."""
     meta: dict[str, Any] = {"doc": doc}
+    if known is not None:
+        meta["known"] = tuple(known)
     if url is not None:
         meta["url"] = url
     if host_port:
@@ -220,7 +235,19 @@ class ChatbotV3Settings:
     """Mindcraft chat_bot_v3 socket agent."""
 
     url: str = setting(MINDCRAFT_SOCKET_URL, "agent socket URL", url=WEBSOCKET_SCHEMES)
-    api_key: str = setting("", "API key (secret: prefer COMPANION_MINDCRAFT_KEY)")
+    auth: str = setting(
+        "api_key",
+        "what authenticates the device: the account's API key, or a device token (what a shipped toy "
+        "should carry)",
+        choices=("api_key", "device_token"),
+    )
+    api_key: str = setting(
+        "", "account API key, with auth = 'api_key' (secret: prefer COMPANION_MINDCRAFT_KEY)"
+    )
+    device_token: str = setting(
+        "",
+        "device access token, with auth = 'device_token' (secret: prefer COMPANION_MINDCRAFT_DEVICE_TOKEN)",
+    )
     # agent_action parameters (seed 004); an empty string is not sent, so the server's default applies
     mode: str = setting("pro", "agent mode", choices=("pro", "standard", "customize"))
     character_uuid: str = setting("", "Mindcraft character to play (its voice overrides voice_id)")
@@ -241,21 +268,15 @@ class ChatbotV3Settings:
     bot_personality: str = setting("", "the agent's personality (server default 活泼,好奇,乐观,善良)")
     bot_tone: str = setting("", "how the agent speaks")
     llm_model: str = setting(
-        "abab6.5s-chat", "language model", choices=("GLM-4-Air", "Doubao-1.5-lite-32k", "abab6.5s-chat")
+        "abab6.5s-chat",
+        "language model (another id is sent as given, with a warning)",
+        known=MINDCRAFT_LLM_MODELS,
     )
     max_tokens: int = setting(100, "longest reply in tokens", minimum=20, maximum=8000)
     tts_model: str = setting(
         "TX_TTSP_realtime",
-        "speech synthesis model",
-        choices=(
-            "TX_TTSP_realtime",
-            "TX_TTSL_realtime",
-            "MM_TTSL_realtime_speech-01-turbo",
-            "ZJ_TTSL_realtime",
-            "ALI_TTSL_realtime_cosyvoice-v1",
-            "XF_TTS_realtime",
-            "BD_TTS_realtime_zh",
-        ),
+        "speech synthesis model (another id is sent as given, with a warning)",
+        known=MINDCRAFT_TTS_MODELS,
     )
     session_token: str = setting(
         "", "conversation (memory) to continue; empty = create one and remember it in the state directory"
@@ -288,7 +309,7 @@ class ChatbotV3Settings:
     )
     auth_retry_s: float = setting(
         900.0,
-        "after the key is refused (2003/2004), try again only after this long",
+        "after the key or token is refused (2003/2004), try again only after this long",
         minimum=60.0,
         maximum=86400.0,
     )
@@ -718,6 +739,8 @@ def default_toml() -> str:
             limits = []
             if "choices" in meta:
                 limits.append("one of " + ", ".join(_toml_value(c) for c in meta["choices"]))
+            if "known" in meta:
+                limits.append("known: " + ", ".join(_toml_value(c) for c in meta["known"]))
             if "minimum" in meta or "maximum" in meta:
                 lo, hi = meta.get("minimum", ""), meta.get("maximum", "")
                 limits.append(f"range {lo}..{hi}")

@@ -44,6 +44,7 @@ from companion.events import (
 from companion.net.backoff import Backoff
 from tests.peers.chatbot_server import (
     API_KEY,
+    DEVICE_TOKEN,
     Behaviour,
     ChatbotServer,
     Step,
@@ -190,6 +191,7 @@ def state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "state"
     monkeypatch.setenv("STATE_DIRECTORY", str(path))
     monkeypatch.delenv("COMPANION_MINDCRAFT_KEY", raising=False)
+    monkeypatch.delenv("COMPANION_MINDCRAFT_DEVICE_TOKEN", raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     return path
 
@@ -454,21 +456,26 @@ async def test_abort_mid_reply_stops_the_speech_and_drops_late_events(
 # ---------------------------------------------------------------------------- connection and auth
 
 
+@pytest.mark.parametrize(
+    ("header", "refusal"), [("require", "HTTP 401"), ("ignore", "2003")], ids=["at-upgrade", "in-band"]
+)
 async def test_auth_failure_is_reported_once_and_not_retried_in_a_storm(
-    server: ChatbotServer, tmp_path: Path
+    files: dict[str, bytes], state_directory: Path, tmp_path: Path, header: str, refusal: str
 ) -> None:
     recorder = Recorder(tmp_path / "out.wav")
-    settings = settings_for(server, api_key="MC-" + "F" * 32, auth_retry_s=60.0)
     quick = Backoff(initial=0.01, cap=0.02)  # an ordinary failure would reconnect within 20 ms
-    async with running(ChatbotV3Backend(settings, recorder, playback_rate=RATE, backoff=quick)):
-        disconnected = await recorder.wait_for(lambda e: isinstance(e, Disconnected))
-        await asyncio.sleep(0.5)  # a window in which a storm would show
+    async with ChatbotServer(files, header=header) as server:
+        settings = settings_for(server, api_key="MC-" + "F" * 32, auth_retry_s=60.0)
+        async with running(ChatbotV3Backend(settings, recorder, playback_rate=RATE, backoff=quick)):
+            disconnected = await recorder.wait_for(lambda e: isinstance(e, Disconnected))
+            await asyncio.sleep(0.5)  # a window in which a storm would show
+        attempts = len(server.state.header_tokens)
     assert isinstance(disconnected, Disconnected)
     assert disconnected == Disconnected(disconnected.reason, auth_failed=True, retry=False)
-    assert "2003" in disconnected.reason
+    assert refusal in disconnected.reason
     alerts = [e for e in recorder.events if isinstance(e, Alert)]
     assert len(alerts) == 1 and alerts[0].fatal and "api_key" in alerts[0].message
-    assert server.state.connections == 1
+    assert attempts == 1
     assert recorder.count(Connected) == 0
 
 
@@ -481,6 +488,7 @@ async def test_the_key_works_in_the_query_or_in_the_auth_event(
         async with running(ChatbotV3Backend(settings_for(peer), recorder, playback_rate=RATE)):
             await recorder.wait_for(lambda e: isinstance(e, Connected))
         assert peer.state.query_tokens == [API_KEY] and peer.state.auth_events == [API_KEY]
+        assert peer.state.header_tokens == [API_KEY]  # the seed's Authorization: Bearer, on the upgrade
 
 
 async def test_nothing_is_sent_before_1008(
@@ -575,3 +583,95 @@ def test_the_key_comes_from_the_environment(state_directory: Path, monkeypatch: 
 def test_an_unsupported_upload_format_is_a_config_error(state_directory: Path) -> None:
     with pytest.raises(ConfigError, match="only 'pcm'"):
         ChatbotV3Backend(ChatbotV3Settings(api_key=API_KEY, upload_format="opus"), lambda event: None)
+
+
+# ---------------------------------------------------------------------------- device tokens and models
+
+
+def device_settings(server: ChatbotServer, **overrides: Any) -> ChatbotV3Settings:
+    return settings_for(server, auth="device_token", api_key="", device_token=DEVICE_TOKEN, **overrides)
+
+
+def secrets_sent(server: ChatbotServer) -> set[str]:
+    """Every secret the client presented: upgrade header, query, auth_token event, REST bearer."""
+    rest = {h.get("authorization", "").removeprefix("Bearer ") for _, _, h, _ in server.state.http_requests}
+    sent = {t for t in server.state.header_tokens if t is not None}
+    return sent | set(server.state.query_tokens) | set(server.state.auth_events) | (rest - {""})
+
+
+async def test_a_device_token_authenticates_every_way_and_a_turn_plays(
+    server: ChatbotServer, tmp_path: Path, state_directory: Path
+) -> None:
+    recorder, audio = await text_turn_audio(
+        server, tmp_path, reply(server, [0, 1]), auth="device_token", api_key="", device_token=DEVICE_TOKEN
+    )
+    assert recorder.events[-1] == SpeechEnded() and len(audio) > RATE // 2
+    assert server.state.header_tokens == [DEVICE_TOKEN]
+    assert server.state.query_tokens == [DEVICE_TOKEN] and server.state.auth_events == [DEVICE_TOKEN]
+    assert secrets_sent(server) == {DEVICE_TOKEN}  # the REST session create too
+    assert DEVICE_TOKEN not in (state_directory / SESSION_FILE).read_text()
+
+
+async def test_the_device_token_comes_from_the_environment_and_the_account_key_is_not_used(
+    server: ChatbotServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("COMPANION_MINDCRAFT_DEVICE_TOKEN", DEVICE_TOKEN)
+    monkeypatch.setenv("COMPANION_MINDCRAFT_KEY", API_KEY)
+    with caplog.at_level(logging.DEBUG):
+        recorder, _ = await text_turn_audio(
+            server, tmp_path, [Step(agent_stop())], auth="device_token", api_key=""
+        )
+    assert recorder.events[-1] == TurnEnded("completed")
+    assert secrets_sent(server) == {DEVICE_TOKEN}
+    warnings = [r.getMessage() for r in caplog.records if "is not used" in r.getMessage()]
+    assert len(warnings) == 1 and "COMPANION_MINDCRAFT_KEY" in warnings[0]
+    assert API_KEY not in caplog.text  # not even read into a request (the daemon test checks redaction)
+
+
+def test_a_missing_device_token_is_a_config_error(state_directory: Path) -> None:
+    with pytest.raises(ConfigError, match="COMPANION_MINDCRAFT_DEVICE_TOKEN"):
+        ChatbotV3Backend(ChatbotV3Settings(auth="device_token", api_key=API_KEY), lambda event: None)
+
+
+async def test_an_expired_device_token_is_a_fatal_alert_naming_the_token_not_a_storm(
+    files: dict[str, bytes], state_directory: Path, tmp_path: Path
+) -> None:
+    recorder = Recorder(tmp_path / "out.wav")
+    quick = Backoff(initial=0.01, cap=0.02)
+    async with ChatbotServer(files, device_tokens=(), expired_tokens=(DEVICE_TOKEN,)) as server:
+        settings = device_settings(server, auth_retry_s=60.0, create_session=False)
+        async with running(ChatbotV3Backend(settings, recorder, playback_rate=RATE, backoff=quick)):
+            disconnected = await recorder.wait_for(lambda e: isinstance(e, Disconnected))
+            await asyncio.sleep(0.5)
+        attempts = len(server.state.header_tokens)
+    assert isinstance(disconnected, Disconnected) and disconnected.auth_failed and not disconnected.retry
+    assert "device token (invalid or expired) (2004" in disconnected.reason
+    (alert,) = [e for e in recorder.events if isinstance(e, Alert)]
+    assert alert.fatal and "COMPANION_MINDCRAFT_DEVICE_TOKEN" in alert.message and "7 days" in alert.message
+    assert attempts == 1
+
+
+async def test_a_model_id_the_seed_does_not_list_is_sent_with_one_warning(
+    server: ChatbotServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        await text_turn_audio(
+            server, tmp_path, [Step(agent_stop())], llm_model="GLM-4.5-Flash", tts_model="MM_TTSL_speech-02"
+        )
+    params = server.state.turns[0].params
+    assert (params["llm_model"], params["tts_model"]) == ("GLM-4.5-Flash", "MM_TTSL_speech-02")
+    unknown = [r.getMessage() for r in caplog.records if "not a model this version knows" in r.getMessage()]
+    assert len(unknown) == 2
+    assert "'GLM-4.5-Flash'" in unknown[0] and "GLM-4-Air, Doubao-1.5-lite-32k, abab6.5s-chat" in unknown[0]
+    assert "'MM_TTSL_speech-02'" in unknown[1] and "TX_TTSP_realtime" in unknown[1]
+
+
+async def test_a_listed_model_gives_no_warning(
+    server: ChatbotServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        await text_turn_audio(server, tmp_path, [Step(agent_stop())], llm_model="GLM-4-Air")
+    assert "not a model this version knows" not in caplog.text

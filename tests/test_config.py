@@ -48,6 +48,11 @@ def test_set_overrides_parse_toml_values_and_bare_words() -> None:
     assert settings.leds.show_emotions is False
 
 
+def test_a_model_id_the_seed_does_not_list_is_accepted_for_the_backend_to_warn_about() -> None:
+    settings = load_settings(None, ["chatbot_v3.llm_model=GLM-4.5-Flash", "chatbot_v3.tts_model=NEW_TTS_x"])
+    assert (settings.chatbot_v3.llm_model, settings.chatbot_v3.tts_model) == ("GLM-4.5-Flash", "NEW_TTS_x")
+
+
 @pytest.mark.parametrize(
     ("toml", "needle"),
     [
@@ -60,6 +65,10 @@ def test_set_overrides_parse_toml_values_and_bare_words() -> None:
             "xiaozhi.listen_mode: expected 'auto' or 'manual' or 'realtime'",
         ),
         ("[backend]\nkind = 'openai'\n", "backend.kind: expected 'xiaozhi' or 'chatbot_v3', got 'openai'"),
+        (
+            "[chatbot_v3]\nauth = 'password'\n",
+            "chatbot_v3.auth: expected 'api_key' or 'device_token', got 'password'",
+        ),
         ("[audio\ninput = 1\n", "not valid TOML"),
     ],
 )

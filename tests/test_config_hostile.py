@@ -124,7 +124,12 @@ SECRET = "918273645546372819"
 
 @pytest.mark.parametrize(
     ("section", "name"),
-    [("xiaozhi", "token"), ("xiaozhi", "mqtt_password"), ("chatbot_v3", "api_key")],
+    [
+        ("xiaozhi", "token"),
+        ("xiaozhi", "mqtt_password"),
+        ("chatbot_v3", "api_key"),
+        ("chatbot_v3", "device_token"),
+    ],
 )
 def test_a_type_error_on_a_secret_never_shows_its_value(tmp_path: Path, section: str, name: str) -> None:
     path = tmp_path / "c.toml"
@@ -138,6 +143,7 @@ def test_a_type_error_on_a_secret_never_shows_its_value(tmp_path: Path, section:
     [
         ("xiaozhi.token", "COMPANION_XIAOZHI_TOKEN"),
         ("chatbot_v3.api_key", "COMPANION_MINDCRAFT_KEY"),
+        ("chatbot_v3.device_token", "COMPANION_MINDCRAFT_DEVICE_TOKEN"),
         ("xiaozhi.mqtt_password", "COMPANION_XIAOZHI_MQTT_PASSWORD"),
     ],
 )

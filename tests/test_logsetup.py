@@ -104,7 +104,8 @@ def test_every_traceback_line_keeps_the_error_priority_in_the_journal() -> None:
 def test_terminal_lines_start_with_a_timestamp_and_debug_adds_the_source_line() -> None:
     stream = capture(level="info", env={})
     logging.getLogger("companion.daemon.runtime").info("ready")
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO    daemon.runtime: ready\n", stream.getvalue())
+    expected = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO    daemon.runtime: ready\n"
+    assert re.fullmatch(expected, stream.getvalue())
     stream = capture(debug=True, env={})
     logging.getLogger("companion.daemon.runtime").debug("detail")
     assert re.search(r"DEBUG   daemon.runtime:\d+ \[MainThread\] detail", stream.getvalue())

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -216,3 +219,162 @@ def test_cli_platform_error_is_one_line(peer: EspAiPeer, cli_env: dict[str, str]
     result = invoke({**cli_env, "COMPANION_ESPAI_KEY": "wrong"}, "agents", "list")
     assert result.exit_code == 1
     assert result.output == "companion: ESP-AI: open_api_key 无效\n"
+
+
+# -- companion espai config ------------------------------------------------------------------------
+
+SECRET = "7b131bi418f94c788033i225dc00i1d0"  # llm_config.api_key in SEED_CONFIG
+
+
+def stored_config(peer: EspAiPeer, agent_id: str) -> dict[str, Any]:
+    return dict(json.loads(peer.state.agents[agent_id]["config"]))
+
+
+def test_config_get_prints_the_decoded_json_with_secrets_masked(
+    peer: EspAiPeer, cli_env: dict[str, str]
+) -> None:
+    peer.add_agent("琳琅")
+    shown = invoke(cli_env, "config", "get", "琳琅")
+    assert shown.exit_code == 0, shown.output
+    printed = json.loads(shown.stdout)
+    assert printed["llm_config"] == {"model": "qwen2.5:7b", "api_key": "7b13…"}
+    assert {k: v for k, v in printed.items() if k != "llm_config"} == {
+        k: v for k, v in SEED_CONFIG.items() if k != "llm_config"
+    }
+    assert SECRET not in shown.output and "secrets are masked" in shown.stderr
+    full = invoke(cli_env, "config", "get", "琳琅", "--show-secrets")
+    assert json.loads(full.stdout) == SEED_CONFIG
+
+
+def test_config_get_output_writes_the_real_values_to_a_0600_file(
+    peer: EspAiPeer, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    agent_id = peer.add_agent("琳琅")
+    out = tmp_path / "config.json"
+    result = invoke(cli_env, "config", "get", agent_id, "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert json.loads(out.read_text(encoding="utf-8")) == SEED_CONFIG
+    assert SECRET not in result.output
+
+
+def test_config_set_changes_dotted_keys_and_keeps_the_rest(peer: EspAiPeer, cli_env: dict[str, str]) -> None:
+    agent_id = peer.add_agent("琳琅")
+    result = invoke(
+        cli_env,
+        "config",
+        "set",
+        agent_id,
+        "tts_config.voice_type=zh_female_wanwanxiaohe_moon_bigtts",
+        "llm_config.temperature=0.7",
+        "llm_init_messages.0.content=你是小明同学。",
+        "intention_config.sleep.enabled=true",
+        'iat_config.clusterId="123"',
+    )
+    assert result.exit_code == 0, result.output
+    expected = json.loads(json.dumps(SEED_CONFIG))
+    expected["tts_config"]["voice_type"] = "zh_female_wanwanxiaohe_moon_bigtts"
+    expected["llm_config"]["temperature"] = 0.7
+    expected["llm_init_messages"][0]["content"] = "你是小明同学。"
+    expected["intention_config"] = {"sleep": {"enabled": True}}
+    expected["iat_config"]["clusterId"] = "123"
+    assert stored_config(peer, agent_id) == expected  # the api_key and every other key survived
+    sent = peer.sent(path_prefix="/equipment/update")
+    assert len(sent) == 1 and isinstance(sent[0].json()["config"], str)
+    again = invoke(cli_env, "config", "set", agent_id, "llm_config.temperature=0.7")
+    assert again.exit_code == 0 and "nothing was sent" in again.output
+    assert len(peer.sent(path_prefix="/equipment/update")) == 1
+
+
+def test_config_set_refuses_bad_paths_and_masked_secrets(peer: EspAiPeer, cli_env: dict[str, str]) -> None:
+    agent_id = peer.add_agent("琳琅")
+    through = invoke(cli_env, "config", "set", agent_id, "connected_reply.text=x")
+    assert through.exit_code == 1 and "connected_reply holds" in through.output
+    index = invoke(cli_env, "config", "set", agent_id, "llm_init_messages.3.content=x")
+    assert index.exit_code == 1 and "the list has 1 item(s)" in index.output
+    no_equals = invoke(cli_env, "config", "set", agent_id, "tts_config.voice_type")
+    assert no_equals.exit_code == 1 and "expected KEY=VALUE" in no_equals.output
+    pasted = invoke(cli_env, "config", "set", agent_id, "llm_config.api_key=7b13…")
+    assert pasted.exit_code == 1 and "masked value" in pasted.output
+    assert not peer.sent(path_prefix="/equipment/update")
+    assert stored_config(peer, agent_id) == SEED_CONFIG
+
+
+def test_agents_update_refuses_a_config_file_of_masked_output(
+    peer: EspAiPeer, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    agent_id = peer.add_agent("琳琅")
+    masked = tmp_path / "masked.json"
+    masked.write_text(invoke(cli_env, "config", "get", agent_id).stdout, encoding="utf-8")
+    refused = invoke(cli_env, "agents", "update", agent_id, "--config-file", str(masked))
+    assert refused.exit_code == 1 and "llm_config.api_key" in refused.output and "masked" in refused.output
+    assert stored_config(peer, agent_id) == SEED_CONFIG
+
+
+def editor_script(tmp_path: Path, body: str) -> dict[str, str]:
+    """An $EDITOR that runs `body` (Python, with `path` the file to edit) and notes the file's mode."""
+    script = tmp_path / "editor.py"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, stat, sys\n"
+        "path = sys.argv[1]\n"
+        f"open({str(tmp_path / 'seen.json')!r}, 'w').write(json.dumps({{'path': path, "
+        "'mode': stat.S_IMODE(os.stat(path).st_mode), "
+        "'dir_mode': stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode)}))\n" + body + "\n",
+        encoding="utf-8",
+    )
+    script.chmod(0o700)
+    return {"EDITOR": str(script), "VISUAL": ""}
+
+
+def test_config_edit_opens_a_private_file_and_sends_the_edit_back_whole(
+    peer: EspAiPeer, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    agent_id = peer.add_agent("琳琅")
+    editor = editor_script(
+        tmp_path,
+        "config = json.load(open(path, encoding='utf-8'))\n"
+        "assert config['llm_config']['api_key'] == " + repr(SECRET) + "  # real values to edit\n"
+        "config['connected_reply'] = '你好呀'\n"
+        "config['tts_config']['speed'] = 1.2\n"
+        "json.dump(config, open(path, 'w', encoding='utf-8'), ensure_ascii=False)",
+    )
+    result = invoke({**cli_env, **editor}, "config", "edit", agent_id)
+    assert result.exit_code == 0, result.output
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["mode"] == 0o600 and seen["dir_mode"] == 0o700
+    assert not Path(seen["path"]).exists()  # removed once sent
+    expected = json.loads(json.dumps(SEED_CONFIG))
+    expected["connected_reply"] = "你好呀"
+    expected["tts_config"]["speed"] = 1.2
+    assert stored_config(peer, agent_id) == expected
+    assert SECRET not in result.output
+
+
+def test_config_edit_sends_nothing_when_the_file_is_unchanged(
+    peer: EspAiPeer, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    agent_id = peer.add_agent("琳琅")
+    result = invoke({**cli_env, **editor_script(tmp_path, "pass")}, "config", "edit", agent_id)
+    assert result.exit_code == 0, result.output
+    assert "no change" in result.output and "nothing was sent" in result.output
+    assert not peer.sent(path_prefix="/equipment/update")
+
+
+def test_config_edit_refuses_invalid_json_and_keeps_the_edit(
+    peer: EspAiPeer, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    agent_id = peer.add_agent("琳琅")
+    editor = editor_script(tmp_path, "open(path, 'w').write('{\"connected_reply\": \"hi\",}')")
+    result = invoke({**cli_env, **editor}, "config", "edit", agent_id)
+    assert result.exit_code == 1
+    line = result.output.strip()
+    assert line.startswith("companion: the edited config: not valid JSON:") and "\n" not in line
+    assert "nothing was sent" in line
+    kept = Path(json.loads((tmp_path / "seen.json").read_text())["path"])
+    assert f"your edit is kept in {kept}" in line
+    assert kept.read_text() == '{"connected_reply": "hi",}'
+    assert not peer.sent(path_prefix="/equipment/update")
+    assert stored_config(peer, agent_id) == SEED_CONFIG
+    kept.unlink()
+    kept.parent.rmdir()

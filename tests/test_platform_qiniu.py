@@ -8,7 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 from companion.platforms.errors import PlatformAPIError, PlatformAuthError, PlatformError, PlatformUnavailable
-from companion.platforms.qiniu import BIND_AGENT_NOT_FOUND, BIND_ALREADY_BOUND, BIND_CODE_INVALID, QiniuClient
+from companion.platforms.qiniu import (
+    BIND_AGENT_NOT_FOUND,
+    BIND_ALREADY_BOUND,
+    BIND_CODE_INVALID,
+    AgentLookupError,
+    QiniuClient,
+)
 from companion.platforms.qiniu_models import AgentCreate, AgentFunction, AgentUpdate
 from companion.platforms.transport import RetryPolicy
 from tests.peers.platform_http import Answer, running
@@ -139,8 +145,34 @@ async def test_agents_are_resolved_by_id_or_exact_name(peer: QiniuPeer, token: s
             await qiniu.resolve_agent("twin")
         with pytest.raises(PlatformError, match="no agent named 'tw'"):
             await qiniu.resolve_agent("tw")
-        with pytest.raises(PlatformError, match="no agent with id"):
-            await qiniu.resolve_agent("f" * 32)
+        unknown = await qiniu.resolve_agent("F" * 32)  # an id is used as given: the call it is for will say
+    assert unknown.id == "f" * 32 and unknown.agent_name is None
+    assert [r.q("q") for r in peer.sent("GET", "/xiaozhi/agent/search")] == ["客厅", "twin", "tw"]
+
+
+async def test_a_name_is_resolved_by_listing_when_the_server_has_no_search(token: str) -> None:
+    with QiniuPeer(seed_only=True) as bare:
+        wanted = bare.add_agent("kitchen")
+        bare.add_agent("kitchen lamp")
+        bare.state.tokens[token] = 2e9
+        async with QiniuClient(token, base_url=bare.url, retry=FAST) as qiniu:
+            found = await qiniu.resolve_agent("kitchen")
+            with pytest.raises(PlatformError, match=r"no agent named 'kit' \(names starting so: 'kitchen'"):
+                await qiniu.resolve_agent("kit")
+        assert found.id == wanted
+        assert [r.path for r in bare.requests[:2]] == ["/xiaozhi/agent/search", "/xiaozhi/agent/list"]
+
+
+async def test_a_failed_search_is_reported_as_a_failed_lookup(peer: QiniuPeer, token: str) -> None:
+    peer.add_agent("kitchen")
+    peer.inject(Answer.json({"code": 500, "msg": "服务器内部错误", "data": None}))
+    async with client(peer, token) as qiniu:
+        with pytest.raises(AgentLookupError) as caught:
+            await qiniu.resolve_agent("kitchen")
+    assert str(caught.value) == (
+        "Qiniu: could not resolve agent name 'kitchen': "
+        "/xiaozhi/agent/search answered code 500 (服务器内部错误)"
+    )
 
 
 async def test_agent_details_and_unknown_ids(peer: QiniuPeer, token: str) -> None:
@@ -361,3 +393,37 @@ async def test_tokens_and_codes_stay_out_of_the_logs(
         await qiniu.bind_device(agent_id, code)
     assert "retrying" in caplog.text and "GET /xiaozhi/agent/list" in caplog.text
     assert token not in caplog.text and "918273" not in caplog.text
+
+
+async def test_a_preregister_reply_whose_count_disagrees_leaves_the_unnamed_macs_unknown(
+    peer: QiniuPeer, token: str
+) -> None:
+    agent_id = peer.add_agent("a")
+    macs = ["0e:8e:18:32:ec:22", "f2:f1:a8:6a:c4:6b"]
+    peer.inject(Answer.json({"success_count": 0, "failed": [{"value": macs[0], "reason": "已存在"}]}))
+    async with client(peer, token) as qiniu:
+        result = await qiniu.preregister(agent_id, macs)
+    assert not result.consistent(macs)
+    assert [(o.mac, o.status) for o in result.outcomes(macs)] == [(macs[0], "failed"), (macs[1], "unknown")]
+    assert "success_count is 0 but 1 requested" in result.inconsistency(macs)
+    counted = type(result).from_api({"success_count": 1, "failed": [{"value": "SN-9", "reason": "已存在"}]})
+    assert counted.consistent([macs[0]], ["SN-9"]) and counted.outcomes([macs[0]], ["SN-9"])[0].ok
+
+
+async def test_an_update_of_extra_merges_into_the_current_extra_which_the_server_replaces_whole(
+    peer: QiniuPeer, token: str
+) -> None:
+    current = {
+        "voice": {"speed": 1.0, "pitch": 1.1, "emotion": "happy"},
+        "llm": {"temperature": 0.3},
+        "goodbye": {"enabled": True},
+    }
+    agent_id = peer.add_agent("a", extra=current)
+    async with client(peer, token) as qiniu:
+        await qiniu.update_agent(agent_id, AgentUpdate(extra={"voice": {"speed": 1.4}}))
+    assert peer.state.agents[agent_id]["extra"] == {
+        "voice": {"speed": 1.4, "pitch": 1.1, "emotion": "happy"},
+        "llm": {"temperature": 0.3},
+        "goodbye": {"enabled": True},
+    }
+    assert [r.method for r in peer.requests] == ["GET", "PUT"]

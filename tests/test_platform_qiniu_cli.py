@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.peers.platform_http import isolate_platform_env, running
+from tests.peers.platform_http import Answer, isolate_platform_env, running
 from tests.peers.platform_qiniu import CAPTCHA_TEXT, QiniuPeer
 
 
@@ -287,3 +287,94 @@ def test_sessions_and_history_tables(peer: QiniuPeer, authed: dict[str, str]) ->
     history = invoke(authed, "history", agent_id, "s1")
     assert history.exit_code == 0
     assert "user" in history.output and "你好，请问我是谁？" in history.output and "agent" in history.output
+
+
+@pytest.fixture
+def bare() -> Iterator[QiniuPeer]:
+    """A Qiniu server with only the calls the seeds name (no search, no agent detail, no /v1/...)."""
+    yield from running(QiniuPeer(seed_only=True))  # type: ignore[misc]
+
+
+def test_every_agent_command_works_with_an_id_against_a_server_with_only_the_seed_calls(
+    bare: QiniuPeer, state: Path
+) -> None:
+    env = {"COMPANION_QINIU_BASE_URL": bare.url, "COMPANION_QINIU_TOKEN": bare.issue_token()}
+    agent_id = bare.add_agent("kitchen", extra={"voice": {"pitch": 1.1}, "asr": {"lang": "zh"}})
+    code = bare.offer_code("8c:bf:ea:8f:38:28")
+
+    bound = invoke(env, "devices", "bind", agent_id, code)
+    assert bound.exit_code == 0, bound.output
+    assert bare.state.devices["8c:bf:ea:8f:38:28"]["agentId"] == agent_id
+    prereg = invoke(env, "devices", "preregister", agent_id, "0e:8e:18:32:ec:22")
+    assert prereg.exit_code == 0, prereg.output
+    assert bare.state.prereg["0e:8e:18:32:ec:22"]["agent_id"] == agent_id
+    updated = invoke(env, "agents", "update", agent_id, "--voice-speed", "1.3", "--name", "厨房")
+    assert updated.exit_code == 0, updated.output
+    assert bare.state.agents[agent_id]["agentName"] == "厨房"
+    assert bare.state.agents[agent_id]["extra"] == {
+        "voice": {"pitch": 1.1, "speed": 1.3},
+        "asr": {"lang": "zh"},
+    }
+    shown = invoke(env, "agents", "show", agent_id, "--json")
+    assert shown.exit_code == 0 and json.loads(shown.output)["agentName"] == "厨房"
+    deleted = invoke(env, "agents", "delete", agent_id, "--yes")
+    assert deleted.exit_code == 0, deleted.output
+    assert agent_id not in bare.state.agents
+
+    assert not bare.sent("GET", "/xiaozhi/agent/search")  # an id needs no lookup
+
+
+def test_a_name_is_found_by_listing_when_search_is_absent(bare: QiniuPeer, state: Path) -> None:
+    env = {"COMPANION_QINIU_BASE_URL": bare.url, "COMPANION_QINIU_TOKEN": bare.issue_token()}
+    agent_id = bare.add_agent("kitchen")
+    bound = invoke(env, "devices", "bind", "kitchen", bare.offer_code("8c:bf:ea:8f:38:28"))
+    assert bound.exit_code == 0, bound.output
+    assert f"to agent {agent_id}" in bound.output
+    assert bare.sent("GET", "/xiaozhi/agent/list")
+
+
+def test_a_search_that_answers_code_500_is_reported_as_the_lookup_and_nothing_is_bound(
+    peer: QiniuPeer, authed: dict[str, str]
+) -> None:
+    peer.add_agent("kitchen")
+    code = peer.offer_code("8c:bf:ea:8f:38:28")
+    peer.inject(Answer.json({"code": 500, "msg": "服务器内部错误", "data": None}))
+    result = invoke(authed, "devices", "bind", "kitchen", code)
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "companion: Qiniu: could not resolve agent name 'kitchen': /xiaozhi/agent/search answered "
+        "code 500 (服务器内部错误); nothing was bound"
+    )
+    assert not peer.sent("POST", "/xiaozhi/device/bind/")
+
+
+def test_preregister_with_a_count_that_disagrees_reports_unknown_warns_and_fails(
+    peer: QiniuPeer, authed: dict[str, str]
+) -> None:
+    agent_id = peer.add_agent("a")
+    peer.inject(Answer.json({"success_count": 0, "failed": []}))
+    result = invoke(authed, "devices", "preregister", agent_id, "0e:8e:18:32:ec:22", "f2:f1:a8:6a:c4:6b")
+    assert result.exit_code == 1
+    rows = [line for line in result.stdout.splitlines() if line[:2] in ("0e", "f2")]
+    assert len(rows) == 2 and all("unknown" in row and " ok" not in row for row in rows)
+    assert "warning: the reply's success_count is 0 but 2 requested item(s)" in result.stderr
+
+
+def test_voice_and_llm_options_keep_the_other_extra_settings(peer: QiniuPeer, authed: dict[str, str]) -> None:
+    current = {
+        "voice": {"speed": 1.0, "pitch": 1.1, "volume": 50, "emotion": "default"},
+        "llm": {"temperature": 0.3, "max_tokens": 512},
+        "goodbye": {"enabled": True, "text": "再见"},
+        "disabled_builtin_tools": ["news"],
+    }
+    agent_id = peer.add_agent("a", extra=current)
+    result = invoke(authed, "agents", "update", agent_id, "--voice-speed", "1.2", "--llm-top-p", "0.9")
+    assert result.exit_code == 0, result.output
+    assert peer.state.agents[agent_id]["extra"] == {
+        "voice": {"speed": 1.2, "pitch": 1.1, "volume": 50, "emotion": "default"},
+        "llm": {"temperature": 0.3, "max_tokens": 512, "top_p": 0.9},
+        "goodbye": {"enabled": True, "text": "再见"},
+        "disabled_builtin_tools": ["news"],
+    }
+    helped = invoke(authed, "agents", "update", "--help")
+    assert "merged into the agent's current extra" in " ".join(helped.output.split())

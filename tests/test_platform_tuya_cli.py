@@ -97,7 +97,7 @@ class Case:
     args: Callable[[TuyaPeer], list[str]]
     method: str
     path: str
-    check: Callable[[TuyaPeer, Any, Recorded], None]
+    check: Callable[[TuyaPeer, Any, Recorded], bool]
     setup: Callable[[TuyaPeer], None] = field(default=lambda peer: None)
 
 

@@ -124,14 +124,16 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def rig(
-    *, share_codes: bool = True, report_binds: bool = True, **echo_options: Any
+    *, share_codes: bool = True, report_binds: bool = True, seed_only: bool = False, **echo_options: Any
 ) -> AsyncIterator[Rig]:
-    """An echo server with OTA (options as EchoServer's) and the linked platform with agent 客厅."""
+    """An echo server with OTA (options as EchoServer's) and the linked platform with agent 客厅
+    (`seed_only`: a platform with only the calls the seeds name)."""
     echo_options.setdefault("ota", True)
     async with EchoServer(**echo_options) as echo:
         peer = LinkedQiniuPeer(
             echo, asyncio.get_running_loop(), share_codes=share_codes, report_binds=report_binds
         )
+        peer.seed_only = seed_only
         peer.start()
         try:
             agent_id = peer.add_agent(AGENT)
@@ -208,7 +210,7 @@ async def test_a_second_run_on_a_bound_device_says_so_and_changes_nothing() -> N
         second = await r.provision(agent=r.agent_id)  # by id this time
         assert first.outcome == BOUND
         assert second.outcome == ALREADY_BOUND and not second.changed
-        assert "already bound" in second.summary() and AGENT in second.summary()
+        assert "already bound" in second.summary() and r.agent_id in second.summary()  # by id: no lookup
         assert len(r.binds()) == 1 and not r.preregisters()
         assert second.activation_rounds == 0
 
@@ -331,3 +333,48 @@ def test_the_ota_url_is_qiniu_s_unless_the_config_or_the_option_names_another() 
     assert qiniu_ota_url("") == QINIU_OTA_URL
     assert qiniu_ota_url("http://lab:8003/xiaozhi/ota/") == "http://lab:8003/xiaozhi/ota/"
     assert qiniu_ota_url("http://lab:8003/xiaozhi/ota/", "http://x/ota/") == "http://x/ota/"
+
+
+async def test_a_device_is_bound_by_agent_id_on_a_server_with_only_the_seed_calls() -> None:
+    async with rig(activation=True, seed_only=True) as r:
+        result = await r.provision(agent=r.agent_id)
+        assert result.outcome == BOUND and result.agent_id == r.agent_id
+        assert r.peer.state.devices[MAC]["agentId"] == r.agent_id
+        assert not r.peer.sent("GET", "/xiaozhi/agent/search")  # an id is used as given
+
+
+async def test_a_device_is_preregistered_by_agent_id_on_a_server_with_only_the_seed_calls() -> None:
+    async with rig(activation=False, seed_only=True) as r:
+        result = await r.provision(agent=r.agent_id)
+        assert result.outcome == PREREGISTERED
+        assert r.peer.state.prereg[MAC]["agent_id"] == r.agent_id
+
+
+async def test_a_failed_name_lookup_says_so_and_touches_nothing() -> None:
+    async with rig(activation=True) as r:
+        r.peer.inject(Answer.json({"code": 500, "msg": "服务器内部错误", "data": None}))
+        with pytest.raises(PlatformError) as info:
+            await r.provision()
+        assert str(info.value) == (
+            f"Qiniu: could not resolve agent name {AGENT!r}: /xiaozhi/agent/search answered code 500 "
+            "(服务器内部错误); nothing was bound or pre-registered"
+        )
+        assert not r.binds() and not r.echo.ota_requests
+
+
+async def test_a_preregister_reply_that_contradicts_itself_is_not_taken_for_success() -> None:
+    async with rig(activation=False, report_binds=False, seed_only=True) as r:
+        r.peer.handle = _answer_preregister_with(r.peer.handle, {"success_count": 0, "failed": []})  # type: ignore[method-assign,assignment]
+        with pytest.raises(ProvisioningError, match="does not say whether it worked"):
+            await r.provision(agent=r.agent_id)
+
+
+def _answer_preregister_with(
+    handle: Callable[[Recorded], Answer], body: dict[str, Any]
+) -> Callable[[Recorded], Answer]:
+    def answer(request: Recorded) -> Answer:
+        if request.path == "/xiaozhi/device/preregister":
+            return Answer.json(body)
+        return handle(request)
+
+    return answer

@@ -1,9 +1,11 @@
 """The Mindcraft chat_bot_v3 backend: the sans-I/O protocol joined to a websocket, HTTP for the TTS files,
 and the z_index sequencer, exposing the Backend interface.
 
-One long-running task (`run`) connects with the API key in the URL, sends `auth_token`, waits for 1008,
-reports `Connected` and pumps server events until the socket dies; then it waits the shared backoff and
-connects (and authenticates) again. A refused key (2003/2004, or HTTP 401/403 on the upgrade) is not
+One long-running task (`run`) connects with the credential `chatbot_v3.auth` names (the account API key
+or a device token) as the upgrade's `Authorization: Bearer` header and in the URL, sends `auth_token`,
+waits for 1008, reports `Connected` and pumps server events until the socket dies; then it waits the
+shared backoff and connects (and authenticates) again. A refused key (2003/2004, or HTTP 401/403 on the
+upgrade) is not
 retried in a storm: the user gets a fatal Alert, the state machine goes to `error`, and the next attempt
 comes only after `auth_retry_s` (or a restart with a fixed config).
 
@@ -32,7 +34,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ..audio.mp3 import Mp3Error, Mp3Limits, stream_decode
-from ..config import ChatbotV3Settings
+from ..config import MINDCRAFT_LLM_MODELS, MINDCRAFT_TTS_MODELS, ChatbotV3Settings
 from ..errors import ConfigError
 from ..events import (
     Alert,
@@ -68,9 +70,17 @@ from ..protocols.chatbot_v3 import (
     TtsUrl,
     TurnStopped,
     connect_url,
+    upgrade_headers,
 )
 from ..service.logsetup import log_frame
-from .mindcraft_sessions import MindcraftRest, remember_session, remembered_session, resolve_api_key
+from .mindcraft_sessions import (
+    API_KEY,
+    Credential,
+    MindcraftRest,
+    remember_session,
+    remembered_session,
+    resolve_credential,
+)
 from .playout import Finished, Play, Sequencer, Skip
 from .reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
 from .websocket_errors import close_reason, upgrade_failure
@@ -442,7 +452,7 @@ class ChatbotV3Backend:
         reconnect_max_s: float = 60.0,
         backoff: Backoff | None = None,
     ) -> None:
-        """Raises ConfigError at once for a missing API key or an unsupported upload format."""
+        """Raises ConfigError at once for a missing key or token, or an unsupported upload format."""
         if settings.upload_format != "pcm":
             raise ConfigError(
                 f"chatbot_v3.upload_format = {settings.upload_format!r} is not supported: only 'pcm' is "
@@ -451,7 +461,8 @@ class ChatbotV3Backend:
         self.settings = settings
         self._sink = sink
         self.playback_rate = playback_rate
-        self.api_key = resolve_api_key(settings.api_key)
+        self.credential: Credential = resolve_credential(settings)
+        warn_unknown_models(settings)
         self.uplink = UplinkFormat("pcm", settings.upload_sample_rate, UPLINK_FRAME_MS)
         self.backoff = backoff or Backoff(cap=reconnect_max_s)
         self.stats: Counter[str] = Counter()
@@ -470,10 +481,17 @@ class ChatbotV3Backend:
             "chat_bot_v3 channel down",
             self.backoff,
             log=log,
-            describe=lambda exc: _describe(exc).replace(self.api_key, "***"),  # a library may quote the URL
+            describe=lambda exc: _describe(exc).replace(
+                self.credential.value, "***"
+            ),  # a library may quote the URL
             on_down=self._on_down,
             close_attempt=self._teardown,
         )
+
+    @property
+    def api_key(self) -> str:
+        """The account API key in use ('' with a device token)."""
+        return self.credential.value if self.credential.kind == API_KEY else ""
 
     # ------------------------------------------------------------------ Backend interface
     @property
@@ -491,7 +509,7 @@ class ChatbotV3Backend:
 
     def _on_down(self, down: Down) -> float | None:
         if down.auth_failed:  # retrying a refused key at once only hammers the server: wait long
-            fix = f"{down.reason}. Check chatbot_v3.api_key or COMPANION_MINDCRAFT_KEY."
+            fix = f"{down.reason}. Check {self.credential.where}."
             self._sink(Alert("auth", fix, "", True))
             self._sink(Disconnected(down.reason, auth_failed=True, retry=False))
             return self.settings.auth_retry_s
@@ -597,13 +615,15 @@ class ChatbotV3Backend:
     async def _serve(self) -> str:
         """One connection: session token, upgrade, auth, 1008, then events until it closes."""
         params = agent_params(self.settings, await self._session())
-        url = connect_url(self.settings.url, self.api_key)
+        secret = self.credential.value
+        url = connect_url(self.settings.url, secret)
         shown = display_url(self.settings.url)
         loop = asyncio.get_running_loop()
         log.debug("connecting to %s", shown)
         try:
             ws = await connect(
                 url,
+                additional_headers=upgrade_headers(secret),  # the seed's `Authorization: Bearer`
                 ssl=self._ssl if url.startswith("wss:") else None,
                 open_timeout=self.settings.ready_timeout_s,
                 max_size=MAX_MESSAGE_BYTES,
@@ -612,14 +632,14 @@ class ChatbotV3Backend:
                 close_timeout=2,
             )
         except InvalidHandshake as exc:
-            raise upgrade_failure(exc, shown, "the Mindcraft API key") from None
+            raise upgrade_failure(exc, shown, f"the Mindcraft {self.credential.label}") from None
         self._ws = ws
         self._proto = ClientProtocol(params)
         try:
             with contextlib.suppress(ConnectionClosed):
                 # A server that refuses the key in the URL answers 2003 and closes at once: the send
                 # may fail, but the 2003 is still waiting to be read.
-                auth = self._proto.auth(self.api_key)
+                auth = self._proto.auth(secret)
                 log_frame("chat_bot_v3", "->", auth)
                 await ws.send(auth)
             deadline = loop.time() + self.settings.ready_timeout_s
@@ -634,7 +654,7 @@ class ChatbotV3Backend:
                     ) from None
                 for event in self._receive(message, loop.time()):
                     if isinstance(event, AuthRejected):
-                        raise AuthFailed(_rejection(event))
+                        raise AuthFailed(_rejection(event, self.credential))
             self._ready = True
             log.info("chat_bot_v3 ready (%s)", shown)
             self.fetcher.warm_up()
@@ -692,7 +712,7 @@ class ChatbotV3Backend:
             if player is not None:
                 player.end_of_turn("server_error")  # what was announced still plays; the turn is over
         elif isinstance(event, AuthRejected):
-            raise AuthFailed(_rejection(event))
+            raise AuthFailed(_rejection(event, self.credential))
         elif isinstance(event, InterfaceReply):
             log.debug("interface_call %s answered", event.name)
         elif isinstance(event, Ready):
@@ -754,7 +774,7 @@ class ChatbotV3Backend:
         """The session token: configured, remembered, or created now (and remembered); '' on failure."""
         if self._session_token:
             return self._session_token
-        token = remembered_session(self.api_key)
+        token = remembered_session(self.credential.account)
         if token:
             self._session_token = token
             return token
@@ -763,7 +783,14 @@ class ChatbotV3Backend:
             return ""
         name = f"companion {socket.gethostname()}"
         try:
-            async with MindcraftRest(self.settings.rest_url, self.api_key, verify=self._ssl) as rest:
+            credential = self.credential
+            async with MindcraftRest(
+                self.settings.rest_url,
+                credential.value,
+                verify=self._ssl,
+                label=credential.label,
+                where=credential.where,
+            ) as rest:
                 token = await rest.create_session(name, self.settings.llm_model)
         except Exception as exc:  # no memory is better than no conversation: go on without a session
             level = logging.DEBUG if self._session_retry_at else logging.WARNING
@@ -771,7 +798,7 @@ class ChatbotV3Backend:
             log.log(level, "could not create a Mindcraft session (the agent will not remember): %s", exc)
             return ""
         try:
-            path = remember_session(token, self.api_key)
+            path = remember_session(token, self.credential.account)
             log.info("created Mindcraft session %s… (remembered in %s)", token[:8], path)
         except OSError as exc:
             log.warning("could not remember the Mindcraft session: %s", exc)
@@ -779,10 +806,29 @@ class ChatbotV3Backend:
         return token
 
 
-def _rejection(event: AuthRejected) -> str:
-    what = "API key" if event.status == 2003 else "token (invalid or expired)"
+def _rejection(event: AuthRejected, credential: Credential) -> str:
+    if event.status == 2003:
+        what = "API key" if credential.kind == API_KEY else "device token (2003: wrong key or token)"
+    else:
+        what = f"{credential.label} (invalid or expired)"
     detail = f": {event.message}" if event.message else ""
     return f"Mindcraft refused the {what} ({event.status}{detail})"
+
+
+def warn_unknown_models(settings: ChatbotV3Settings) -> None:
+    """One warning line per model id the seed does not list: the vendor adds models, so it is sent as
+    given (the server refuses it if it is really wrong)."""
+    for key, value, known in (
+        ("llm_model", settings.llm_model, MINDCRAFT_LLM_MODELS),
+        ("tts_model", settings.tts_model, MINDCRAFT_TTS_MODELS),
+    ):
+        if value not in known:
+            log.warning(
+                "chatbot_v3.%s = %r is not a model this version knows (%s); sending it as given",
+                key,
+                value,
+                ", ".join(known),
+            )
 
 
 def _describe(exc: BaseException) -> str:

@@ -14,21 +14,80 @@ import hashlib
 import json
 import logging
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ..config import ChatbotV3Settings
 from ..errors import ConfigError, PlatformError
 from ..service.logsetup import register_secret
-from ..service.notify import MINDCRAFT_KEY, read_secret
+from ..service.notify import MINDCRAFT_DEVICE_TOKEN, MINDCRAFT_KEY, read_secret
 from ..service.state_dir import state_dir, write_private
 
 log = logging.getLogger(__name__)
 
 SESSION_FILE = "mindcraft_session.json"
 KEY_ENV = "COMPANION_MINDCRAFT_KEY"
+DEVICE_TOKEN_ENV = "COMPANION_MINDCRAFT_DEVICE_TOKEN"
+API_KEY = "api_key"
+DEVICE_TOKEN = "device_token"
+# A device token is renewed every 7 days (spec A.2): the session this device made is remembered under
+# this fixed tag instead of the token's, so the agent's memory survives a renewal.
+DEVICE_ACCOUNT = "device-token"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What authenticates this device to Mindcraft (`chatbot_v3.auth`): the account's API key, or a
+    device token. Both are sent the same ways (Bearer header, `token` query parameter, `auth_token`)."""
+
+    kind: str
+    value: str = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        return "API key" if self.kind == API_KEY else "device token"
+
+    @property
+    def where(self) -> str:
+        """Where the user fixes it, for messages."""
+        if self.kind == API_KEY:
+            return f"chatbot_v3.api_key or {KEY_ENV}"
+        return f"chatbot_v3.device_token or {DEVICE_TOKEN_ENV} (a device token lives 7 days; issue a new one)"
+
+    @property
+    def account(self) -> str:
+        """What a remembered session is filed under (see `remembered_session`)."""
+        return self.value if self.kind == API_KEY else DEVICE_ACCOUNT
+
+
+def resolve_credential(settings: ChatbotV3Settings) -> Credential:
+    """The credential `chatbot_v3.auth` names, from the config, the systemd credential or the environment.
+
+    With a device token, an account API key found anywhere is not used, and a warning says it should
+    not be on the device. Raises ConfigError when the chosen secret is missing.
+    """
+    if settings.auth != DEVICE_TOKEN:
+        return Credential(API_KEY, resolve_api_key(settings.api_key))
+    token = (
+        settings.device_token.strip() or (read_secret(MINDCRAFT_DEVICE_TOKEN, DEVICE_TOKEN_ENV) or "").strip()
+    )
+    if not token:
+        raise ConfigError(
+            f"chatbot_v3.auth = 'device_token' but chatbot_v3.device_token is empty: set {DEVICE_TOKEN_ENV} "
+            f"(or the systemd credential '{MINDCRAFT_DEVICE_TOKEN}') to this device's access token"
+        )
+    register_secret(token)
+    if settings.api_key.strip() or read_secret(MINDCRAFT_KEY, KEY_ENV):
+        log.warning(
+            "chatbot_v3.auth = 'device_token': the account API key also configured (chatbot_v3.api_key, "
+            "%s or the '%s' credential) is not used; remove it from the device",
+            KEY_ENV,
+            MINDCRAFT_KEY,
+        )
+    return Credential(DEVICE_TOKEN, token)
 
 
 def resolve_api_key(configured: str) -> str:
@@ -48,7 +107,8 @@ def resolve_api_key(configured: str) -> str:
 
 
 def _account(api_key: str) -> str:
-    """A short one-way tag of the key: a remembered session is only reused with the same account."""
+    """A short one-way tag of the key (or `Credential.account`): a remembered session is only reused with
+    the same account."""
     return hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
@@ -103,7 +163,10 @@ class SessionInfo:
 
 
 class MindcraftRest:
-    """The few REST calls the chat_bot_v3 client needs; every failure is a PlatformError."""
+    """The few REST calls the chat_bot_v3 client needs; every failure is a PlatformError.
+
+    `api_key` is the bearer secret: the API key, or a device token (`where` then names its setting).
+    """
 
     def __init__(
         self,
@@ -113,8 +176,12 @@ class MindcraftRest:
         timeout: float = 10.0,
         verify: ssl.SSLContext | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        label: str = "API key",
+        where: str = f"chatbot_v3.api_key or {KEY_ENV}",
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
+        self._label = label
+        self._where = where
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
@@ -191,8 +258,8 @@ class MindcraftRest:
             body = None
         if response.status_code in (401, 403):
             raise PlatformError(
-                f"Mindcraft refused the API key (HTTP {response.status_code}{_vendor_message(body)}); "
-                f"check chatbot_v3.api_key or {KEY_ENV}"
+                f"Mindcraft refused the {self._label} (HTTP {response.status_code}{_vendor_message(body)}); "
+                f"check {self._where}"
             )
         if response.status_code >= 400:
             raise PlatformError(

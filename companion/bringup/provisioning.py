@@ -23,7 +23,13 @@ from ..config import OFFICIAL_OTA_URL, XiaozhiSettings
 from ..errors import ProtocolError
 from ..platforms.errors import PlatformAPIError, PlatformError
 from ..platforms.mac import normalise_mac
-from ..platforms.qiniu import BIND_ALREADY_BOUND, BIND_CODE_INVALID, QiniuClient
+from ..platforms.qiniu import (
+    BIND_ALREADY_BOUND,
+    BIND_CODE_INVALID,
+    ENDPOINT_ABSENT,
+    AgentLookupError,
+    QiniuClient,
+)
 from ..platforms.qiniu_models import Agent
 
 log = logging.getLogger(__name__)
@@ -133,7 +139,10 @@ async def provision_qiniu(
             f"Device-Id {identity.device_id!r} is not a MAC address, and Qiniu binds devices by MAC: "
             "set xiaozhi.device_id to one (aa:bb:cc:dd:ee:ff) or leave it empty to use this machine's"
         ) from None
-    agent = await client.resolve_agent(agent_ref)
+    try:
+        agent = await client.resolve_agent(agent_ref)
+    except AgentLookupError as exc:
+        raise exc.nothing("bound or pre-registered") from exc.cause
     label = f"{agent.agent_name} ({agent.id})" if agent.agent_name else agent.id
     own = http is None
     http = http or ota.make_client(settings)
@@ -217,6 +226,12 @@ async def _bound_or_preregister(
         return _own_preregistration(existing.agent_id, agent, mac)
     if await _bound_here(client, agent, mac):
         return ALREADY_BOUND
+    if outcome.unknown:
+        raise ProvisioningError(
+            f"Qiniu's reply to pre-registering {mac} does not say whether it worked ({outcome.reason}), "
+            "and this account cannot see it bound or pre-registered; check with "
+            f"`companion qiniu prereg show {mac}` and run this again"
+        )
     raise ProvisioningError(
         f"Qiniu refused to pre-register {mac}: {outcome.reason or 'no reason given'}; this account sees "
         "it neither bound nor pre-registered, so another account probably holds it (unbind it there)"
@@ -233,8 +248,23 @@ def _own_preregistration(owner: str | None, agent: Agent, mac: str) -> str:
 
 
 async def _bound_here(client: QiniuClient, agent: Agent, mac: str) -> bool:
-    """True if the device is bound to `agent`, False if to no agent of this account; raises if to another."""
-    owners = await client.search_agents(mac, by="mac")
+    """True if the device is bound to `agent`, False if to no agent of this account; raises if to another.
+
+    Without `agent/search` (HTTP 404) only `agent`'s own devices can be listed: True or False then.
+    """
+    try:
+        owners = await client.search_agents(mac, by="mac")
+    except PlatformAPIError as exc:
+        if exc.code != ENDPOINT_ABSENT:
+            raise
+        log.info("the server has no agent search; looking for %s among the agent's devices", mac)
+        try:
+            devices = await client.list_devices(agent.id)
+        except PlatformAPIError as listing:
+            if listing.code != ENDPOINT_ABSENT:
+                raise
+            return False
+        return any(normalise_mac(device.mac) == mac for device in devices if _is_mac(device.mac))
     if any(owner.id == agent.id for owner in owners):
         return True
     if owners:
@@ -245,6 +275,14 @@ async def _bound_here(client: QiniuClient, agent: Agent, mac: str) -> bool:
             f"`companion qiniu devices move {mac} {agent.id}`"
         )
     return False
+
+
+def _is_mac(text: str) -> bool:
+    try:
+        normalise_mac(text)
+    except PlatformError:
+        return False
+    return True
 
 
 async def _wait_activation(

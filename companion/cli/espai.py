@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
@@ -9,6 +12,13 @@ import click
 from ..platforms.credentials import espai_key
 from ..platforms.errors import PlatformError
 from ..platforms.espai import DeviceList, DeviceQuery, EspAgent, EspAgentAdd, EspAgentUpdate, EspAiClient
+from ..platforms.espai_config import (
+    assign,
+    from_document,
+    masked,
+    refuse_masked,
+    to_document,
+)
 from .platforms import (
     PlatformOptions,
     command,
@@ -21,6 +31,7 @@ from .platforms import (
     pairs,
     platform_group,
     read_structured_file,
+    save_file,
 )
 
 
@@ -213,6 +224,8 @@ def agents_update(
     if "id" in data and str(data["id"]) != agent_id:
         raise PlatformError(f"{file_path}: its id {data['id']} is not {agent_id}")
     update = EspAgentUpdate.from_mapping(agent_id, data, file_path or "update")
+    if update.config is not None:
+        refuse_masked(update.config, config_file or file_path or "update")
     if update.is_empty():
         raise PlatformError("nothing to update: give --file, --config-file or a field option")
 
@@ -293,3 +306,134 @@ def devices_list(
         lambda d: [d.device_id, d.name, d.online, d.enabled, d.version, d.equipment_id, d.id],
         footer=total,
     )
+
+
+# -- config ----------------------------------------------------------------------------------------
+
+
+@espai.group("config")
+def config_group() -> None:
+    """Read and change one agent's config (the JSON object the platform stores as a string).
+
+    The platform replaces config whole on every update, so `set` and `edit` start from the agent's
+    current config and send all of it back: keys you do not touch survive.
+    """
+
+
+def _current_config(agent: EspAgent) -> dict[str, Any]:
+    """The agent's decoded config ({} when it has none); refused when it cannot be decoded."""
+    if agent.config_error:
+        raise PlatformError(
+            f"ESP-AI: the config of agent {agent.id} cannot be decoded ({agent.config_error}); "
+            "replace it whole with `companion espai agents update AGENT --config-file FILE`"
+        )
+    return dict(agent.config or {})
+
+
+@command(config_group, "get")
+@click.argument("agent")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write the config with its real secrets to this file (mode 0600) instead of printing it",
+)
+@click.option(
+    "--show-secrets", is_flag=True, help="print keys and tokens in full (they are masked by default)"
+)
+def config_get(
+    opts: EspAiOptions, agent: str, output: Path | None, show_secrets: bool, as_json: bool
+) -> None:
+    """Print AGENT's config (id or exact name) as JSON, secrets masked; or save it, real values, to a file.
+
+    A printed masked config cannot be sent back (`config set`, `agents update --config-file` refuse
+    masked values); edit the file from --output, or use `config set` / `config edit`.
+    """
+    found = opts.call(lambda client: client.find_agent(agent))
+    config = _current_config(found)
+    if output is not None:
+        save_file(output, to_document(config).encode())
+        emit(
+            as_json,
+            {"agent": found.id, "path": str(output)},
+            f"wrote the config of agent {found.id} to {output} (mode 0600, real secrets)",
+        )
+        return
+    click.echo(to_document(config if show_secrets else masked(config)), nl=False)
+    if not show_secrets and masked(config) != config:
+        click.echo("companion: secrets are masked; --output FILE (0600) or --show-secrets for them", err=True)
+
+
+@command(config_group, "set")
+@click.argument("agent")
+@click.argument("assignments", nargs=-1, required=True, metavar="KEY=VALUE...")
+def config_set(opts: EspAiOptions, agent: str, assignments: tuple[str, ...], as_json: bool) -> None:
+    """Set dotted KEYs in AGENT's config and send the whole config back; other keys are kept.
+
+    \b
+    VALUE is JSON when it parses, else text:
+      companion espai config set 琳琅 tts_config.voice_type=zh_female_wanwanxiaohe_moon_bigtts
+      companion espai config set 琳琅 llm_config.temperature=0.7 connected_reply=你好
+      companion espai config set 琳琅 'llm_init_messages.0.content=你是小明同学。'
+      companion espai config set 琳琅 'iat_config.clusterId="123"'     # the string "123", not a number
+    Missing objects are created; a number indexes an existing list.
+    """
+
+    async def apply(client: EspAiClient) -> tuple[str, list[str]]:
+        found = await client.find_agent(agent)
+        new, changed = assign(_current_config(found), assignments)
+        if changed:
+            refuse_masked(new, "config set")
+            await client.update_agent(EspAgentUpdate(id=found.id, config=new))
+        return found.id, changed
+
+    agent_id, changed = opts.call(apply)
+    text = (
+        f"updated the config of agent {agent_id}: {', '.join(changed)}"
+        if changed
+        else f"the config of agent {agent_id} already holds these values; nothing was sent"
+    )
+    emit(as_json, {"agent": agent_id, "changed": changed}, text)
+
+
+@command(config_group, "edit")
+@click.argument("agent")
+def config_edit(opts: EspAiOptions, agent: str, as_json: bool) -> None:
+    """Open AGENT's config in $VISUAL/$EDITOR (a 0600 file in a private temporary directory) and send it
+    back whole when you save a valid JSON object. Unchanged: nothing is sent. Invalid JSON: nothing is sent;
+    the error says why and where your edit is kept (the file stays until you remove it)."""
+    found = opts.call(lambda client: client.find_agent(agent))
+    before = _current_config(found)
+    folder = Path(tempfile.mkdtemp(prefix="companion-espai-"))  # 0700
+    path = folder / f"config-{found.id}.json"
+    keep = False
+    try:
+        save_file(path, to_document(before).encode())
+        try:
+            click.edit(filename=str(path))
+        except click.ClickException as exc:
+            raise PlatformError(
+                f"could not run the editor: {exc.format_message()}; nothing was sent"
+            ) from None
+        text = path.read_text(encoding="utf-8")
+        try:
+            try:
+                after = from_document(text, "the edited config")
+            except PlatformError as exc:
+                raise PlatformError(f"{exc}; nothing was sent") from None
+            if after != before:
+                refuse_masked(after, "the edited config")
+                opts.call(lambda client: client.update_agent(EspAgentUpdate(id=found.id, config=after)))
+        except PlatformError as exc:
+            keep = True  # the edit is not lost: the error says where it is
+            kept = PlatformError(f"{exc}; your edit is kept in {path}")
+            kept.exit_code = exc.exit_code
+            raise kept from None
+        if after == before:
+            text = f"no change to the config of agent {found.id}; nothing was sent"
+        else:
+            text = f"updated the config of agent {found.id}"
+        emit(as_json, {"agent": found.id, "changed": after != before}, text)
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -1,8 +1,9 @@
 """`companion mindcraft session new|list|clear`: the chat_bot_v3 conversation (memory) the daemon uses.
 
-The API key and the REST host come from the [chatbot_v3] config (api_key, rest_url) or
-COMPANION_MINDCRAFT_KEY. `new` creates a conversation and makes it the daemon's (remembered in the state
-directory); `clear` deletes a conversation's messages so the agent forgets it.
+The credential and the REST host come from the [chatbot_v3] config (auth, api_key or device_token,
+rest_url) or COMPANION_MINDCRAFT_KEY / COMPANION_MINDCRAFT_DEVICE_TOKEN, as for the daemon. `new`
+creates a conversation and makes it the daemon's (remembered in the state directory); `clear` deletes a
+conversation's messages so the agent forgets it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import socket
 import click
 
 from ..backends.mindcraft_sessions import (
+    Credential,
     MindcraftRest,
     forget_session,
     remember_session,
     remembered_session,
-    resolve_api_key,
+    resolve_credential,
 )
 from ..config import ChatbotV3Settings, load_settings
 from ..errors import CompanionError
@@ -34,8 +36,14 @@ def _settings(ctx: click.Context) -> ChatbotV3Settings:
     return load_settings(config_path, overrides).chatbot_v3
 
 
-def _rest(settings: ChatbotV3Settings, api_key: str) -> MindcraftRest:
-    return MindcraftRest(settings.rest_url, api_key, verify=client_context("", setting="chatbot_v3"))
+def _rest(settings: ChatbotV3Settings, credential: Credential) -> MindcraftRest:
+    return MindcraftRest(
+        settings.rest_url,
+        credential.value,
+        verify=client_context("", setting="chatbot_v3"),
+        label=credential.label,
+        where=credential.where,
+    )
 
 
 @click.group("mindcraft")
@@ -45,7 +53,8 @@ def _rest(settings: ChatbotV3Settings, api_key: str) -> MindcraftRest:
 def mindcraft(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:
     """Mindcraft chat_bot_v3: the conversation sessions the agent remembers.
 
-    The API key is chatbot_v3.api_key, or COMPANION_MINDCRAFT_KEY.
+    The credential is the one chatbot_v3.auth names: chatbot_v3.api_key or COMPANION_MINDCRAFT_KEY, or
+    chatbot_v3.device_token or COMPANION_MINDCRAFT_DEVICE_TOKEN.
     """
     ctx.obj = (config_path, overrides)
 
@@ -62,17 +71,17 @@ def session() -> None:
 def session_new(ctx: click.Context, name: str, no_remember: bool) -> None:
     """Start a new conversation and make it the daemon's (it takes effect at the next connect)."""
     settings = _settings(ctx)
-    api_key = resolve_api_key(settings.api_key)
+    credential = resolve_credential(settings)
 
     title = name or f"companion {socket.gethostname()}"
     token = call_with(
-        lambda: _rest(settings, api_key), lambda rest: rest.create_session(title, settings.llm_model)
+        lambda: _rest(settings, credential), lambda rest: rest.create_session(title, settings.llm_model)
     )
     click.echo(token)
     if no_remember:
         return
     try:
-        path = remember_session(token, api_key)
+        path = remember_session(token, credential.account)
     except OSError as exc:
         raise CompanionError(f"created {token}, but could not remember it: {exc.strerror or exc}") from None
     click.echo(f"remembered in {path}", err=True)
@@ -88,11 +97,11 @@ def session_new(ctx: click.Context, name: str, no_remember: bool) -> None:
 def session_list(ctx: click.Context) -> None:
     """The account's conversations; `*` marks the one the daemon uses."""
     settings = _settings(ctx)
-    api_key = resolve_api_key(settings.api_key)
+    credential = resolve_credential(settings)
 
-    sessions = call_with(lambda: _rest(settings, api_key), lambda rest: rest.list_sessions())
+    sessions = call_with(lambda: _rest(settings, credential), lambda rest: rest.list_sessions())
     rows = [(s.token, s.name, s.created) for s in sessions]
-    current = settings.session_token or remembered_session(api_key)
+    current = settings.session_token or remembered_session(credential.account)
     if not rows:
         click.echo("no sessions", err=True)
     for token, name, created in rows:
@@ -109,12 +118,12 @@ def session_list(ctx: click.Context) -> None:
 def session_clear(ctx: click.Context, token: str, forget: bool) -> None:
     """Delete a conversation's messages, so the agent starts afresh."""
     settings = _settings(ctx)
-    api_key = resolve_api_key(settings.api_key)
-    token = token or settings.session_token or remembered_session(api_key)
+    credential = resolve_credential(settings)
+    token = token or settings.session_token or remembered_session(credential.account)
     if not token:
         raise CompanionError("no session to clear: none is configured or remembered (give --session TOKEN)")
 
-    call_with(lambda: _rest(settings, api_key), lambda rest: rest.clear_messages(token))
+    call_with(lambda: _rest(settings, credential), lambda rest: rest.clear_messages(token))
     click.echo(f"cleared the messages of {token}")
     if forget and forget_session():
         click.echo("forgot the remembered session", err=True)

@@ -21,13 +21,14 @@ from ..platforms.credentials import (
     save_qiniu_login,
 )
 from ..platforms.errors import PlatformError
-from ..platforms.qiniu import SEARCH_TYPES, QiniuClient
+from ..platforms.qiniu import SEARCH_TYPES, AgentLookupError, QiniuClient
 from ..platforms.qiniu_models import (
     Agent,
     AgentCreate,
     AgentFunction,
     AgentUpdate,
     Captcha,
+    PreregisterOutcome,
     VoiceClone,
 )
 from ..service.state_dir import state_dir
@@ -477,13 +478,19 @@ def agents_update(
     as_json: bool,
     **options: Any,
 ) -> None:
-    """Change an agent; only the fields given are sent. AGENT is an id or an exact name."""
+    """Change an agent; only the fields given are sent. AGENT is an id or an exact name.
+
+    \b
+    extra (the --voice-*/--llm-* options and `extra` in --from-file) is merged into the agent's
+    current extra, read first, and sent whole: the platform may replace extra as a whole, so the
+    settings not named here are sent back unchanged and survive.
+    """
     update = build_agent_update(file_path, system_prompt_file, functions_file, options)
     if update.is_empty():
         raise PlatformError("nothing to update: give at least one field option or --from-file")
 
     agent_id, data = opts.call(
-        on_agent(agent, lambda client, agent_id: client.update_agent(agent_id, update))
+        on_agent(agent, lambda client, agent_id: client.update_agent(agent_id, update), "updated")
     )
     sent = ", ".join(update.to_api())
     emit(as_json, data, f"updated agent {agent_id}: {sent}")
@@ -494,11 +501,11 @@ def agents_update(
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 def agents_delete(opts: QiniuOptions, agent: str, yes: bool, as_json: bool) -> None:
     """Delete an agent for good (asks first unless --yes). AGENT is an id or an exact name."""
-    found = opts.call(lambda client: client.resolve_agent(agent))
-    confirm(f"Delete agent {found.id} ({found.agent_name or 'unnamed'})? This cannot be undone.", yes)
+    found, _ = opts.call(on_agent(agent, lambda _client, _agent_id: asyncio.sleep(0), "deleted"))
+    confirm(f"Delete agent {found}{'' if found == agent else f' ({agent})'}? This cannot be undone.", yes)
 
-    data = opts.call(lambda client: client.delete_agent(found.id))
-    emit(as_json, data, f"deleted agent {found.id}")
+    data = opts.call(lambda client: client.delete_agent(found))
+    emit(as_json, data, f"deleted agent {found}")
 
 
 # -- devices ---------------------------------------------------------------------------------------
@@ -510,12 +517,16 @@ def devices() -> None:
 
 
 def on_agent(
-    ref: str, step: Callable[[QiniuClient, str], Awaitable[T]]
+    ref: str, step: Callable[[QiniuClient, str], Awaitable[T]], done: str = "sent"
 ) -> Callable[[QiniuClient], Awaitable[tuple[str, T]]]:
-    """An action that first finds AGENT (an id or an exact name), then runs `step` with its id."""
+    """An action that first finds AGENT (an id, used as given, or an exact name), then runs `step` with
+    its id. A failed name lookup says so, and that nothing was `done`."""
 
     async def action(client: QiniuClient) -> tuple[str, T]:
-        agent_id = (await client.resolve_agent(ref)).id
+        try:
+            agent_id = (await client.resolve_agent(ref)).id
+        except AgentLookupError as exc:
+            raise exc.nothing(done) from exc.cause
         return agent_id, await step(client, agent_id)
 
     return action
@@ -539,7 +550,9 @@ def devices_list(opts: QiniuOptions, agent: str, as_json: bool) -> None:
 @click.argument("code")
 def devices_bind(opts: QiniuOptions, agent: str, code: str, as_json: bool) -> None:
     """Bind the device showing activation CODE (6 digits, spoken/shown by the device) to AGENT."""
-    agent_id, result = opts.call(on_agent(agent, lambda client, agent_id: client.bind_device(agent_id, code)))
+    agent_id, result = opts.call(
+        on_agent(agent, lambda client, agent_id: client.bind_device(agent_id, code), "bound")
+    )
     what = f"device {result.mac}" if result.mac else "the device"
     emit(as_json, result.raw, f"bound {what} to agent {agent_id}")
 
@@ -551,27 +564,44 @@ def devices_bind(opts: QiniuOptions, agent: str, code: str, as_json: bool) -> No
 def devices_preregister(
     opts: QiniuOptions, agent: str, macs: tuple[str, ...], serials: tuple[str, ...], as_json: bool
 ) -> None:
-    """Pre-register devices by MAC to AGENT; reports each MAC. Exit status 1 if any failed."""
+    """Pre-register devices by MAC to AGENT; reports each MAC. Exit status 1 if any failed.
+
+    The reply lists only the failures. A MAC it does not list is reported ok only when its
+    success_count agrees; otherwise each such MAC is reported "unknown", a warning line goes to
+    stderr and the exit status is 1 (check them with `companion qiniu prereg show MAC`).
+    """
     if not macs and not serials:
         raise PlatformError("give at least one MAC address (or --serial)")
 
     _, result = opts.call(
-        on_agent(agent, lambda client, agent_id: client.preregister(agent_id, macs, serials))
+        on_agent(
+            agent, lambda client, agent_id: client.preregister(agent_id, macs, serials), "pre-registered"
+        )
     )
-    outcomes = result.outcomes(macs)
+    outcomes = result.outcomes(macs, serials)
     emit(
         as_json,
         result.raw,
         lambda: (
-            table(
-                ["MAC", "RESULT"],
-                [[o.mac, "ok" if o.ok else f"failed: {o.reason or 'no reason given'}"] for o in outcomes],
-            )
+            table(["MAC", "RESULT"], [[o.mac, _prereg_status(o)] for o in outcomes])
             + f"\nsuccess_count: {result.success_count}"
         ),
     )
-    if result.failed:
+    problem = result.inconsistency(macs, serials)
+    if problem:
+        click.echo(
+            f"companion: warning: {problem}; the MACs it does not name may or may not be registered", err=True
+        )
+    if result.failed or problem:
         click.get_current_context().exit(1)
+
+
+def _prereg_status(outcome: PreregisterOutcome) -> str:
+    if outcome.ok:
+        return "ok"
+    if outcome.unknown:
+        return "unknown (success_count disagrees with the failed list)"
+    return f"failed: {outcome.reason or 'no reason given'}"
 
 
 @command(devices, "unbind")
@@ -587,7 +617,9 @@ def devices_unbind(opts: QiniuOptions, mac: str, as_json: bool) -> None:
 @click.argument("agent")
 def devices_move(opts: QiniuOptions, mac: str, agent: str, as_json: bool) -> None:
     """Switch the device with this MAC to AGENT (its chat history follows)."""
-    agent_id, _ = opts.call(on_agent(agent, lambda client, agent_id: client.move_device(mac, agent_id)))
+    agent_id, _ = opts.call(
+        on_agent(agent, lambda client, agent_id: client.move_device(mac, agent_id), "moved")
+    )
     emit(as_json, None, f"moved {mac} to agent {agent_id}")
 
 

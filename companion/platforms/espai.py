@@ -268,6 +268,20 @@ class EspAiClient(TransportClient):
                 return agent
         raise PlatformError(f"{ESPAI}: no agent with id {agent_id}")
 
+    async def find_agent(self, ref: str) -> EspAgent:
+        """The agent with id `ref`, else the one agent named exactly `ref` (from the list)."""
+        agents = await self.list_agents()
+        for agent in agents:
+            if agent.id == ref:
+                return agent
+        named = [agent for agent in agents if agent.name == ref]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            ids = ", ".join(agent.id for agent in named)
+            raise PlatformError(f"{ESPAI}: several agents are named {ref!r} ({ids}); give the id instead")
+        raise PlatformError(f"{ESPAI}: no agent with id or name {ref!r}")
+
     async def add_agent(self, agent: EspAgentAdd) -> EspAgent:
         reply = await self._post(self.base_url + "/equipment/add", agent.to_api(), idempotent=False)
         return EspAgent.from_api(reply.get("data"))

@@ -8,6 +8,7 @@ on HTTP 200), and only calls that cannot do anything twice are retried.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import uuid
@@ -48,6 +49,7 @@ DEFAULT_BASE_URL = "https://xrobo.qiniu.com"
 DEFAULT_LOGIN_URL = "https://xrobo.qiniuapi.com"
 AGENT_ID = re.compile(r"[a-f0-9]{32}")
 SEARCH_TYPES = ("name", "mac", "agent_id")
+ENDPOINT_ABSENT = 404  # what a server answers for a call it does not have (the seeds name no search)
 MAX_PAGES = 10_000  # a server that never ends its cursor chain must not keep us forever
 
 # Codes of `device/bind/{agentId}/{code}` (seed 000, device API docs).
@@ -63,6 +65,45 @@ BIND_HINTS = {
 LOGIN_HINTS = {401: "wrong user name or password", 403: "wrong captcha; fetch a new one"}
 REGISTER_HINTS = {409: "that user name is taken", 403: "wrong captcha; fetch a new one"}
 VOICE_NAME_MAX = 20
+
+
+class AgentLookupError(PlatformError):
+    """Finding the agent by name failed, so the call it was for was never sent. Exits as the cause would.
+
+    `done` says what was therefore not done ("bound", "updated", ...), for the message.
+    """
+
+    def __init__(self, ref: str, endpoint: str, cause: PlatformError, done: str = "") -> None:
+        self.ref = ref
+        self.endpoint = endpoint
+        self.cause = cause
+        self.exit_code = cause.exit_code
+        if isinstance(cause, PlatformAPIError):
+            detail = f"answered code {cause.code}" if cause.code is not None else "was refused"
+            if cause.message:
+                detail += f" ({cause.message})"
+            if cause.hint:
+                detail += f"; {cause.hint}"
+        else:
+            detail = f"failed: {str(cause).removeprefix('Qiniu: ')}"
+        text = f"Qiniu: could not resolve agent name {ref!r}: {endpoint} {detail}"
+        super().__init__(text + (f"; nothing was {done}" if done else ""))
+
+    def nothing(self, done: str) -> AgentLookupError:
+        """The same error, saying what was therefore not done."""
+        return AgentLookupError(self.ref, self.endpoint, self.cause, done)
+
+
+def merge_objects(current: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """`current` with `given` laid over it: nested objects are merged key by key, anything else replaced."""
+    merged = dict(current)
+    for key, value in given.items():
+        old = merged.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            merged[key] = merge_objects(old, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 class QiniuClient(TransportClient):
@@ -237,20 +278,57 @@ class QiniuClient(TransportClient):
         return [Agent.from_api(item) for item in as_list(body.get("data"))]
 
     async def get_agent(self, agent_id: str) -> Agent:
-        """One agent's configuration (`agent/{id}`); an unknown id is an error (the server says code 500)."""
-        body = await self._call("GET", f"/xiaozhi/agent/{_seg(agent_id)}")
+        """One agent's configuration (`agent/{id}`); an unknown id is an error (the server says code 500).
+
+        A server without the detail call (HTTP 404: seed 001 documents only the list) is answered from
+        the agent's entry in the list.
+        """
+        try:
+            body = await self._call("GET", f"/xiaozhi/agent/{_seg(agent_id)}")
+        except PlatformAPIError as exc:
+            if exc.code != ENDPOINT_ABSENT:
+                raise
+            return await self._listed_agent(agent_id)
         return Agent.from_api(body.get("data"))
 
+    async def agent_extra(self, agent_id: str) -> dict[str, Any]:
+        """The agent's current `extra` ({} when it has none), from its detail or else its list entry."""
+        agent = await self.get_agent(agent_id)
+        if "extra" not in agent.raw:
+            agent = await self._listed_agent(agent_id)
+        return dict(agent.extra or {})
+
+    async def _listed_agent(self, agent_id: str) -> Agent:
+        for agent in await self.list_agents():
+            if agent.id == agent_id:
+                return agent
+        raise PlatformError(f"Qiniu: no agent with id {agent_id}")
+
     async def resolve_agent(self, ref: str) -> Agent:
-        """The agent named by `ref`: a 32-hex id, or an exact agent name (must be unique)."""
+        """The agent named by `ref`: a 32-hex id (used as given, no lookup), or an exact, unique name.
+
+        A name is looked up with `agent/search`, or with `agent/list` on a server without search (HTTP
+        404). A lookup that fails raises AgentLookupError, which says the lookup failed (nothing else was
+        sent).
+        """
         ref = ref.strip()
         if AGENT_ID.fullmatch(ref.lower()):
-            found = await self.search_agents(ref.lower(), by="agent_id")
-            match = [agent for agent in found if agent.id == ref.lower()]
-            if match:
-                return match[0]
-            raise PlatformError(f"Qiniu: no agent with id {ref}")
-        candidates = await self.search_agents(ref, by="name")
+            return Agent(id=ref.lower())
+        if not ref:
+            raise PlatformError("the agent is empty: give its id or its exact name")
+        endpoint = "/xiaozhi/agent/search"
+        try:
+            try:
+                candidates = await self.search_agents(ref, by="name")
+            except PlatformAPIError as exc:
+                if exc.code != ENDPOINT_ABSENT:
+                    raise
+                endpoint = "/xiaozhi/agent/list"
+                candidates = [
+                    agent for agent in await self.list_agents() if (agent.agent_name or "").startswith(ref)
+                ]
+        except PlatformError as exc:
+            raise AgentLookupError(ref, endpoint, exc) from exc
         exact = [agent for agent in candidates if agent.agent_name == ref]
         if len(exact) == 1:
             return exact[0]
@@ -270,10 +348,18 @@ class QiniuClient(TransportClient):
             raise PlatformError("Qiniu: creating the agent returned no id")
         return agent_id
 
-    async def update_agent(self, agent_id: str, update: AgentUpdate) -> Any:
-        """Send only the fields set in `update`; returns the server's `data` (null on success)."""
+    async def update_agent(self, agent_id: str, update: AgentUpdate, *, merge_extra: bool = True) -> Any:
+        """Send only the fields set in `update`; returns the server's `data` (null on success).
+
+        The server may replace `extra` whole, so with `merge_extra` a given `extra` is first merged
+        (object by object) into the agent's current one, read just before, and the result sent: the
+        settings not named survive.
+        """
         if update.is_empty():
             raise PlatformError("nothing to update: give at least one field")
+        if merge_extra and update.extra is not None:
+            current = await self.agent_extra(agent_id)
+            update = dataclasses.replace(update, extra=merge_objects(current, update.extra))
         body = await self._call("PUT", f"/xiaozhi/agent/{_seg(agent_id)}", body=update.to_api())
         return body.get("data")
 

@@ -244,24 +244,60 @@ class PreregisterFailure(ApiModel):
 
 @dataclass(frozen=True)
 class PreregisterOutcome:
-    """One requested MAC and what happened to it."""
+    """One requested MAC and what happened to it.
+
+    `unknown`: the MAC is not among `failed`, but the reply's `success_count` disagrees with that, so
+    the reply does not say whether it was registered (`ok` is False; check with `prereg show`).
+    """
 
     mac: str
     ok: bool
     reason: str = ""
+    unknown: bool = False
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "unknown" if self.unknown else "failed"
 
 
 @dataclass(frozen=True)
 class PreregisterResult(ApiModel):
-    """`device/preregister`'s bare reply: partial success is normal, not an error."""
+    """`device/preregister`'s bare reply: partial success is normal, not an error.
+
+    The reply names only the failures; a MAC it does not name counts as registered only when
+    `success_count` agrees (see `consistent`).
+    """
 
     success_count: int
     failed: list[PreregisterFailure]
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def outcomes(self, requested: Sequence[str]) -> list[PreregisterOutcome]:
+    def expected_successes(self, requested: Sequence[str], serials: Sequence[str] = ()) -> int:
+        """How many successes `failed` implies: the requested MACs and serials it does not name."""
+        macs = {parse_mac(mac) for mac in requested}
+        wanted_serials = set(serials)
+        failed_macs: set[str] = set()
+        failed_serials: set[str] = set()
+        for failure in self.failed:
+            try:
+                key = parse_mac(failure.value)
+            except PlatformError:
+                if failure.value in wanted_serials:
+                    failed_serials.add(failure.value)
+                continue
+            if key in macs:
+                failed_macs.add(key)
+        return len(macs - failed_macs) + len(wanted_serials - failed_serials)
+
+    def consistent(self, requested: Sequence[str], serials: Sequence[str] = ()) -> bool:
+        """Whether `success_count` equals the number of requested items `failed` does not name."""
+        return self.success_count == self.expected_successes(requested, serials)
+
+    def outcomes(self, requested: Sequence[str], serials: Sequence[str] = ()) -> list[PreregisterOutcome]:
         """One outcome per requested MAC (matched without case); failures the server named but we did
-        not request (e.g. serial numbers) are appended."""
+        not request (e.g. serial numbers) are appended. A MAC absent from `failed` is ok only when the
+        reply is consistent, else unknown."""
+        trusted = self.consistent(requested, serials)
         reasons: dict[str, str] = {}
         others: list[PreregisterFailure] = []
         for failure in self.failed:
@@ -274,11 +310,23 @@ class PreregisterResult(ApiModel):
             key = parse_mac(mac)
             if key in reasons:
                 result.append(PreregisterOutcome(mac, False, reasons.pop(key)))
-            else:
+            elif trusted:
                 result.append(PreregisterOutcome(mac, True))
+            else:
+                result.append(PreregisterOutcome(mac, False, self.inconsistency(requested, serials), True))
         result.extend(PreregisterOutcome(normalise_mac(k), False, r) for k, r in reasons.items())
         result.extend(PreregisterOutcome(f.value, False, f.reason) for f in others)
         return result
+
+    def inconsistency(self, requested: Sequence[str], serials: Sequence[str] = ()) -> str:
+        """Why the reply cannot be trusted, in one phrase ("" when it can)."""
+        expected = self.expected_successes(requested, serials)
+        if self.success_count == expected:
+            return ""
+        return (
+            f"the reply's success_count is {self.success_count} but {expected} requested "
+            f"item(s) are not in its failed list"
+        )
 
 
 @dataclass(frozen=True)

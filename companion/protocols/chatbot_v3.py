@@ -1,7 +1,8 @@
 """Mindcraft chat_bot_v3 socket protocol, sans-I/O: server text in → events out, requests in → text out.
 
-See ../shared/spec/chatbot-v3.md. The client authenticates twice over (the key as the `token` query
-parameter and as an `auth_token` event) and waits for status 1008. A turn is an `agent_action` with the
+See ../shared/spec/chatbot-v3.md. The client authenticates three ways at once with its API key or device
+token (the seed's `Authorization: Bearer` header on the upgrade, the `token` query parameter and an
+`auth_token` event) and waits for status 1008. A turn is an `agent_action` with the
 agent's parameters; a voice turn then streams raw PCM as binary frames and ends the upload with
 `stream_asr`; `stream_output` cancels the reply. The server answers with JSON events in one of two
 envelopes (1003 with a top-level `agent_output`, 1007 with `socket_data.agent_output`), ASR text (1004)
@@ -196,11 +197,17 @@ class NotReady(RuntimeError):
 
 
 def connect_url(base: str, api_key: str) -> str:
-    """`base` with `token=<api_key>` in its query (an existing token parameter is replaced)."""
+    """`base` with `token=<api_key>` in its query (an existing token parameter is replaced); `api_key`
+    is the API key or a device token, whichever authenticates the device."""
     parts = urlsplit(base)
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
     query.append(("token", api_key))
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", urlencode(query), parts.fragment))
+
+
+def upgrade_headers(token: str) -> dict[str, str]:
+    """The headers of the websocket upgrade: the seed's `Authorization: Bearer <api_key or device token>`."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _message(event_type: str, name: str, params: dict[str, Any] | None = None, **extra: Any) -> str:
@@ -273,7 +280,8 @@ class ClientProtocol:
         return self.state in (TurnState.UPLOADING, TurnState.WAITING)
 
     def auth(self, token: str) -> str:
-        """The `auth_token` event (ApiKey authentication)."""
+        """The `auth_token` event: ApiKey认证 with the API key, DeviceToken认证 with the device token
+        (the same event; the seed publishes no other shape for either)."""
         return _message("agent_event", "auth_token", {"token": token})
 
     def start_voice_turn(self, now: float) -> str:

@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 # stand in for them outside systemd.
 XIAOZHI_TOKEN = "xiaozhi-token"
 MINDCRAFT_KEY = "mindcraft-key"
+MINDCRAFT_DEVICE_TOKEN = "mindcraft-device-token"
 SECRET_ENV_VARS: dict[str, str] = {
     XIAOZHI_TOKEN: "COMPANION_XIAOZHI_TOKEN",
     MINDCRAFT_KEY: "COMPANION_MINDCRAFT_KEY",
+    MINDCRAFT_DEVICE_TOKEN: "COMPANION_MINDCRAFT_DEVICE_TOKEN",
 }
 
 SHUTDOWN_GRACE_S = 2.0

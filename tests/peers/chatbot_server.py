@@ -1,12 +1,15 @@
 """A Mindcraft chat_bot_v3 server on 127.0.0.1 for tests, following ../shared/spec/chatbot-v3.md.
 
-- The socket (websockets): the API key as `?token=` or in an `auth_token` event (or both), answered by
-  1008 or 2003; `agent_action` opens a turn (voice: binary PCM until `stream_asr`, then ASR 1004; text:
-  `asr_text`), the scripted reply follows in either envelope (1003 top-level `agent_output`, or 1007 in
-  `socket_data`) with z_index, then 1006 `agent_stop`. `stream_output` cancels the script; a configurable
-  number of its steps are still sent afterwards, as the real server's late frames.
+- The socket (websockets): the seed's `Authorization: Bearer <secret>` header on the upgrade (checked:
+  missing or wrong is HTTP 401, unless `header` says otherwise), then the secret as `?token=` or in an
+  `auth_token` event (or both), answered by 1008, 2003 (unknown) or 2004 (an expired device token). The
+  secret is the account API key or one of `device_tokens`. `agent_action` opens a turn (voice: binary
+  PCM until `stream_asr`, then ASR 1004; text: `asr_text`), the scripted reply follows in either
+  envelope (1003 top-level `agent_output`, or 1007 in `socket_data`) with z_index, then 1006
+  `agent_stop`. `stream_output` cancels the script; a configurable number of its steps are still sent
+  afterwards, as the real server's late frames.
 - An HTTP server: TTS MP3 files (with per-file status, delay and trickle), and the REST session API
-  (`/v1/session/` create and list, `/v1/message/clear/`) behind `Authorization: Bearer <key>`.
+  (`/v1/session/` create and list, `/v1/message/clear/`) behind `Authorization: Bearer <key or token>`.
 
 Everything received is recorded for assertions. Use it inside a test's event loop (`async with`), or on
 a thread of its own for synchronous callers such as click's CliRunner (`ThreadedServer`).
@@ -22,13 +25,16 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 API_KEY = "MC-" + "0123456789ABCDEF" * 2
+DEVICE_TOKEN = "dt-" + "5f3c9a7e21b84d06" * 3  # a device access token, not the account key
 
 
 # ---------------------------------------------------------------------------- server messages
@@ -131,6 +137,8 @@ class ServerState:
     authenticated: int = 0
     auth_events: list[str] = field(default_factory=list)
     query_tokens: list[str] = field(default_factory=list)
+    header_tokens: list[str | None] = field(default_factory=list)  # the upgrade's Bearer, None: no header
+    refused_upgrades: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
     http_requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
@@ -146,7 +154,10 @@ class ChatbotServer:
         files: dict[str, bytes] | None = None,
         *,
         api_key: str = API_KEY,
+        device_tokens: tuple[str, ...] = (DEVICE_TOKEN,),
+        expired_tokens: tuple[str, ...] = (),  # device tokens past their 7 days: answered 2004
         auth: str = "both",  # where the key is accepted: "query", "event" or "both"
+        header: str = "require",  # the upgrade's Bearer: "require" (seed), "check" (if present), "ignore"
         echo_socket_id: bool = False,
         late_steps: int = 2,
         stop_after_cancel: bool = True,
@@ -155,7 +166,10 @@ class ChatbotServer:
         self.files = dict(files or {})
         self.behaviour: dict[str, Behaviour] = {}
         self.api_key = api_key
+        self.device_tokens = set(device_tokens)
+        self.expired_tokens = set(expired_tokens)
         self.auth = auth
+        self.header = header
         self.echo_socket_id = echo_socket_id
         self.late_steps = late_steps
         self.stop_after_cancel = stop_after_cancel
@@ -179,7 +193,9 @@ class ChatbotServer:
         await self.stop()
 
     async def start(self) -> None:
-        self._ws_server = await serve(self._serve_socket, "127.0.0.1", 0, max_size=1 << 20)
+        self._ws_server = await serve(
+            self._serve_socket, "127.0.0.1", 0, max_size=1 << 20, process_request=self._check_upgrade
+        )
         self.ws_port = self._ws_server.sockets[0].getsockname()[1]
         self._http_server = await asyncio.start_server(self._serve_http, "127.0.0.1", 0)
         self.http_port = self._http_server.sockets[0].getsockname()[1]
@@ -223,6 +239,22 @@ class ChatbotServer:
             self.changed.notify_all()
 
     # ------------------------------------------------------------------ socket
+    def valid(self, token: str) -> bool:
+        """A secret this server accepts: the account key or a device token."""
+        return token == self.api_key or token in self.device_tokens
+
+    def _check_upgrade(self, ws: ServerConnection, request: Request) -> Response | None:
+        """The seed's required header: `Authorization: Bearer <api key or device token>`."""
+        value = request.headers.get("Authorization")
+        bearer = value[7:] if value is not None and value.startswith("Bearer ") else None
+        self.state.header_tokens.append(bearer if value is not None else None)
+        if self.header == "ignore" or (self.header == "check" and value is None):
+            return None
+        if bearer is not None and (self.valid(bearer) or bearer in self.expired_tokens):
+            return None  # an expired token is told so (2004) once the socket is open
+        self.state.refused_upgrades += 1
+        return ws.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong Authorization: Bearer\n")
+
     async def _serve_socket(self, ws: ServerConnection) -> None:
         self.state.connections += 1
         self._connections.add(ws)
@@ -290,7 +322,15 @@ class ChatbotServer:
                 script_task.cancel()
 
     async def _authenticate(self, ws: ServerConnection, token: str) -> bool:
-        if token == self.api_key:
+        if token in self.expired_tokens:
+            await self._send(
+                ws,
+                {"socket_type": "agent_event", "socket_status": 2004, "socket_message": "token无效或已过期"},
+            )
+            await ws.close(1008, "token expired")
+            await self._notify()
+            return False
+        if self.valid(token):
             self.state.authenticated += 1
             await self._send(
                 ws, {"socket_type": "agent_event", "socket_status": 1008, "socket_message": "连接成功"}
@@ -377,7 +417,8 @@ class ChatbotServer:
     async def _serve_rest(
         self, writer: asyncio.StreamWriter, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> None:
-        if headers.get("authorization") != f"Bearer {self.api_key}":
+        bearer = headers.get("authorization", "")
+        if not bearer.startswith("Bearer ") or not self.valid(bearer[7:]):
             await self._json(writer, 401, {"detail": "Authentication credentials were not provided."})
             return
         if path == "/v1/session/" and method == "POST":

@@ -65,10 +65,42 @@ class QiniuState:
     token_lifetime_s: int = 43200
 
 
+# The calls seeds 000 and 001 name, and nothing else (`seed_only`): (method, path with {} for a segment).
+SEED_CALLS = frozenset(
+    {
+        ("GET", "/xiaozhi/user/captcha"),
+        ("POST", "/xiaozhi/user/register"),
+        ("POST", "/xiaozhi/user/login"),
+        ("POST", "/xiaozhi/agent"),
+        ("GET", "/xiaozhi/agent/list"),
+        ("PUT", "/xiaozhi/agent/{}"),
+        ("DELETE", "/xiaozhi/agent/{}"),
+        ("POST", "/xiaozhi/device/bind/{}/{}"),
+        ("POST", "/xiaozhi/device/preregister"),
+        ("POST", "/xiaozhi/device/unbind"),
+    }
+)
+AGENT_ID = re.compile(r"[a-f0-9]{32}")
+
+
+def call_shape(path: str) -> str:
+    """`path` with its id segments (agent ids, activation codes) as {}, to compare with SEED_CALLS."""
+    parts = path.rstrip("/").split("/")
+    if parts[1:3] == ["xiaozhi", "agent"] and len(parts) == 4 and AGENT_ID.fullmatch(parts[3]):
+        parts[3] = "{}"
+    if parts[1:4] == ["xiaozhi", "device", "bind"]:
+        parts[4:] = ["{}"] * len(parts[4:])
+    return "/".join(parts)
+
+
 class QiniuPeer(RecordingServer):
-    def __init__(self, state: QiniuState | None = None) -> None:
+    """`seed_only`: answer only the calls the seeds name; any other (search, agent detail, device
+    lists, /v1/...) gets HTTP 404, as from a server that does not have it."""
+
+    def __init__(self, state: QiniuState | None = None, *, seed_only: bool = False) -> None:
         super().__init__()
         self.state = state or QiniuState()
+        self.seed_only = seed_only
 
     # -- helpers for tests --------------------------------------------------------------------------
 
@@ -109,6 +141,8 @@ class QiniuPeer(RecordingServer):
 
     def handle(self, r: Recorded) -> Answer:
         path = r.path
+        if self.seed_only and (r.method, call_shape(path)) not in SEED_CALLS:
+            return Answer.json({"code": 404, "msg": f"no route {r.method} {path}"}, 404)
         if path == "/xiaozhi/user/captcha" and r.method == "GET":
             cid = r.q("uuid")
             if not cid:
@@ -165,6 +199,8 @@ class QiniuPeer(RecordingServer):
                 if m == "GET":
                     return ok({**agent, "datasetIds": [], "createdAt": "2026-07-01 12:00:00"})
                 if m == "PUT":
+                    # top-level fields are replaced, `extra` too: whole, never merged (the worst case
+                    # the docs allow; a client must send back what it does not mean to change)
                     agent.update(r.json())
                     return ok(None)
                 if m == "DELETE":

@@ -424,10 +424,10 @@ class TuyaPeer(RecordingServer):
         if rest == "summary" and m == "GET":
             return self.ok(s.summaries.get(key, []))
         if rest == "summary" and m == "PUT":
-            items = body.get("summary_items")
-            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            summary_items = body.get("summary_items")
+            if not isinstance(summary_items, list) or not all(isinstance(i, str) for i in summary_items):
                 return self.fail(1100, "param is empty")
-            s.summaries[key] = list(items)
+            s.summaries[key] = list(summary_items)
             return self.ok(True)
         return self.fail(1108, "uri path invalid")
 
