@@ -344,9 +344,9 @@ class EspaiBackend:
                 self._announced[key] = len(self._announced)
                 self.feed.open(key)
                 player.announce(self._announced[key], key)
+            self._report_buffer()  # before this frame: what earlier frames left undecoded
             self.feed.put(key, piece.mp3)
             self.stats["mp3_bytes"] += len(piece.mp3)
-            self._report_buffer()
         if piece.ends_sentence:
             self.feed.end(key)
         if piece.ends_reply:

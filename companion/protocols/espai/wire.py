@@ -60,7 +60,7 @@ ERROR_MEANINGS = {
     "4000": "the ESP-AI agent (超体) is disabled or deleted",
     "4001": "the ESP-AI quota card does not exist",
     "4002": "the ESP-AI quota is used up",
-    "4003": "the ESP-AI platform refused the credentials",
+    "4003": "authentication failed (the server refused this device)",
     "4004": "this device is not bound to an ESP-AI agent",
 }
 
