@@ -307,3 +307,15 @@ def test_a_lost_connection_forgets_readiness_and_the_session() -> None:
     proto = in_session()
     proto.connection_lost()
     assert not proto.ready and proto.session_id == "" and proto.phase is Phase.IDLE
+
+
+@given(st.lists(st.one_of(st.text(max_size=80), st.binary(max_size=80)), max_size=20))
+def test_no_sequence_of_frames_makes_the_core_raise(frames: list[str | bytes]) -> None:
+    proto = in_session("4821")
+    for frame in frames:
+        if isinstance(frame, str):
+            proto.receive_text(frame)
+            proto.receive_text(json.dumps({"type": "session_status", "status": frame}))
+        else:
+            proto.receive_binary(b"482100" + frame)
+            proto.receive_binary(frame)
