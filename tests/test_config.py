@@ -59,7 +59,14 @@ def test_set_overrides_parse_toml_values_and_bare_words() -> None:
             "[xiaozhi]\nlisten_mode = 'sometimes'\n",
             "xiaozhi.listen_mode: expected 'auto' or 'manual' or 'realtime'",
         ),
-        ("[backend]\nkind = 'openai'\n", "backend.kind: expected 'xiaozhi' or 'chatbot_v3', got 'openai'"),
+        (
+            "[backend]\nkind = 'openai'\n",
+            "backend.kind: expected 'xiaozhi' or 'chatbot_v3' or 'espai', got 'openai'",
+        ),
+        ("[backend]\nkind = 'espai'\n", "espai_device.url is empty but backend.kind = 'espai'"),
+        ("[espai_device]\next = { ext8 = 'x' }\n", "espai_device.ext.ext8: unknown key"),
+        ("[espai_device]\next = { ext2 = 3 }\n", "espai_device.ext.ext2: expected a string, got"),
+        ("[espai_device]\nurl = 'http://h:8088'\n", "espai_device.url: expected a ws:// or wss:// URL"),
         ("[audio\ninput = 1\n", "not valid TOML"),
     ],
 )
