@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 # stand in for them outside systemd.
 XIAOZHI_TOKEN = "xiaozhi-token"
 MINDCRAFT_KEY = "mindcraft-key"
+ESPAI_DEVICE_KEY = "espai-device-key"
 SECRET_ENV_VARS: dict[str, str] = {
     XIAOZHI_TOKEN: "COMPANION_XIAOZHI_TOKEN",
     MINDCRAFT_KEY: "COMPANION_MINDCRAFT_KEY",
+    ESPAI_DEVICE_KEY: "COMPANION_ESPAI_DEVICE_KEY",
 }
 
 SHUTDOWN_GRACE_S = 2.0
