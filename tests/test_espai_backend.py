@@ -221,6 +221,23 @@ async def test_nothing_heard_ends_the_turn_without_speech() -> None:
     assert ended == TurnEnded("nothing_recognised") and not sink.of(SpeechStarted)
 
 
+async def test_the_servers_own_speech_after_the_turn_is_played(
+    mp3s: list[bytes], refs: dict[bytes, bytes]
+) -> None:
+    sink = Events()
+    async with EspaiServer(lambda turn: Reply(transcript="", sleep_reply=mp3s[2])) as server:
+        backend = backend_for(server, sink)
+        async with running(backend):
+            await sink.wait_for(lambda e: isinstance(e, Connected))
+            await spoken_turn(backend)
+            await sink.wait_for(lambda e: isinstance(e, SpeechEnded))
+            over = await server.wait_for_text("client_out_audio_over")
+    kinds = [type(e) for e in sink.events if not isinstance(e, SpeechAudio)]
+    assert kinds.index(TurnEnded) < kinds.index(SpeechStarted) < kinds.index(SpeechEnded)
+    assert best_match(refs[mp3s[2]], np.frombuffer(sink.audio(), dtype=np.int16))[1] > 0.95
+    assert over[0]["session_id"] == "0010" and over[0]["session_status"] == "03"
+
+
 async def test_an_asr_error_is_an_alert_and_ends_the_turn() -> None:
     sink = Events()
     error = {"type": "error", "at": "IAT", "code": "101", "message": "asr offline"}

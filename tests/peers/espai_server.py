@@ -15,7 +15,8 @@ client_messages/*, functions/iat|llm|tts/index.js, utils/audio_sender.js):
   (4-digit session id + "00" + MP3, the last one "01" + the rest) → `session_status: llm_end` →
   a bare 6-byte frame session id + "02" (the LLM's end mark) — or, with `end_on_last_chunk`, the status
   rides on the last sentence's last chunk as the TTS sender does when it has the text's end;
-- an empty transcript → `session_status: iat_end` and the bare text `session_end`;
+- an empty transcript → `session_status: iat_end`, the bare text `session_end`, then (if scripted) the
+  sleep reply in session 0010;
 - `char_txt{text}` → a new session and the reply to `text`;
 - `cts_time` → `net_delay`. Everything received is recorded for assertions.
 
@@ -64,6 +65,7 @@ class Reply:
     stale_before: bytes = b""  # a frame of another session sent before the reply (must be dropped)
     garbage_before: list[bytes | str] = field(default_factory=list)  # malformed frames to skip
     error: dict[str, Any] | None = None  # an `error` message sent instead of the reply
+    sleep_reply: bytes = b""  # with an empty transcript: the server's sleep reply, spoken in session 0010
 
 
 @dataclass
@@ -266,6 +268,10 @@ class _Session:
         if not reply.transcript:
             await self.ws.send(js({"type": "session_status", "status": "iat_end"}))
             await self.ws.send("session_end")
+            if reply.sleep_reply:  # G_Instance.tts(sleep_reply): its own session id, status 03
+                await self._play(
+                    "0010", [Sentence("我先休息了哦，有需要再叫我。", reply.sleep_reply)], "03", True
+                )
             return
         await self.ws.send(js({"type": "log", "data": f"ASR 识别结果：{reply.transcript}"}))
         if self.server.on_iat_cb:

@@ -332,6 +332,9 @@ class EspaiBackend:
         self._sink(event)
 
     def _on_piece(self, piece: Mp3Piece) -> None:
+        if piece.session_id == SID_TTS_FN and self._proto.uploading:
+            self.stats["server_speech_during_upload"] += 1
+            return  # the server's own speech (e.g. its sleep reply) does not cut into a turn the user began
         player = self.player
         if player is None or player.done:
             if piece.session_id != SID_TTS_FN and not piece.mp3:
