@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import barge_in, bench_bridge, bench_playout, daemon, pipeline, playback
+from . import barge_in, bench_bridge, bench_espai, bench_playout, daemon, pipeline, playback
 
 
 def main() -> None:
@@ -18,6 +18,7 @@ def main() -> None:
     figures.update(bench_bridge.measure())
     figures.update(barge_in.measure())
     figures.update(bench_playout.measure())
+    figures.update(bench_espai.measure())
     json.dump(figures, sys.stdout, indent=2)
     print()
 

@@ -32,6 +32,7 @@ def malformed_frames(count: int = 100_000, seed: int = 1) -> dict[str, Any]:
     import logging
 
     from companion.protocols.chatbot_v3 import ClientProtocol
+    from companion.protocols.espai import DeviceProtocol
     from companion.protocols.xiaozhi.session import ClientSession, SessionConfig
     from companion.protocols.xiaozhi.udp import UdpAudioChannel
     from firmware_bridge import protocol as bridge
@@ -45,6 +46,9 @@ def malformed_frames(count: int = 100_000, seed: int = 1) -> dict[str, Any]:
         '{"type":"stt","text":"hi"}', '{"type":"llm","emotion":"happy","text":"x"}',
         '{"type":"mcp","payload":{"jsonrpc":"2.0","id":1,"method":"tools/list"}}',
         '{"type":"notify","event":"config_updated"}', '{"type":"tts","state":"stop"}',
+        '{"type":"session_start","session_id":"4821"}', '{"type":"session_status","status":"iat_start"}',
+        '{"type":"session_stop","data":"1","session_id":"4821"}', '{"type":"emotion","data":"开心"}',
+        '{"type":"instruct","command_id":"on_llm_cb","data":"x"}', '{"type":"stc_time","stc_time":"1"}',
     ]  # fmt: skip
 
     def mutate(text: str) -> str:
@@ -60,6 +64,7 @@ def malformed_frames(count: int = 100_000, seed: int = 1) -> dict[str, Any]:
         cores[f"xiaozhi_v{version}"] = ClientSession(SessionConfig(version=version))
         cores[f"xiaozhi_v{version}"].hello(0.0)
     chatbot = ClientProtocol()
+    espai = DeviceProtocol()
     udp = UdpAudioChannel(bytes(16), bytes(16))
     decoder = bridge.Decoder()
     for i in range(count):
@@ -70,17 +75,22 @@ def malformed_frames(count: int = 100_000, seed: int = 1) -> dict[str, Any]:
             else rng.randbytes(rng.randrange(1, 200)).decode("latin-1")
         )
         blob = rng.randbytes(rng.randrange(0, 400))
+        if rng.random() < 0.3:  # an ESP-AI audio prefix on the noise, so that the payload path runs too
+            blob = rng.choice([b"4821", b"0010", b"1001"]) + rng.choice([b"00", b"01", b"02", b"03"]) + blob
         for name, session in cores.items():
             try:
                 session.receive_text(text, now)
                 session.receive_binary(blob, now)
             except Exception:
                 failures[name] = failures.get(name, 0) + 1
-        for name in ("chatbot_v3", "udp", "bridge_serial"):
+        for name in ("chatbot_v3", "espai", "udp", "bridge_serial"):
             try:
                 if name == "chatbot_v3":
                     chatbot.receive_text(text, now)
                     chatbot.receive_binary(blob, now)
+                elif name == "espai":
+                    espai.receive_text(text)
+                    espai.receive_binary(blob)
                 elif name == "udp":
                     udp.open(blob)
                 else:
@@ -88,7 +98,7 @@ def malformed_frames(count: int = 100_000, seed: int = 1) -> dict[str, Any]:
             except Exception:
                 failures[name] = failures.get(name, 0) + 1
     logging.disable(logging.NOTSET)
-    return {"malformed_frames": count * (len(cores) * 2 + 3), "malformed_unhandled": sum(failures.values()),
+    return {"malformed_frames": count * (len(cores) * 2 + 4), "malformed_unhandled": sum(failures.values()),
             "malformed_unhandled_by_core": failures}  # fmt: skip
 
 

@@ -36,6 +36,7 @@ MINDCRAFT_TTS_MODELS = (
 )
 WEBSOCKET_SCHEMES = ("ws", "wss")
 HTTP_SCHEMES = ("http", "https")
+ESPAI_EXT_KEYS = tuple(f"ext{i}" for i in range(1, 8))
 MAX_CONFIG_BYTES = 1024 * 1024  # a real file is a few KiB; anything this large is not a config
 
 # Where each secret should come from instead of the config file or the command line: the systemd
@@ -46,6 +47,7 @@ SECRET_SOURCES: dict[tuple[str, str], tuple[str | None, str]] = {
     ("chatbot_v3", "api_key"): ("mindcraft-key", "COMPANION_MINDCRAFT_KEY"),
     ("chatbot_v3", "device_token"): ("mindcraft-device-token", "COMPANION_MINDCRAFT_DEVICE_TOKEN"),
     ("xiaozhi", "mqtt_password"): (None, "COMPANION_XIAOZHI_MQTT_PASSWORD"),
+    ("espai_device", "api_key"): ("espai-device-key", "COMPANION_ESPAI_DEVICE_KEY"),
 }
 
 
@@ -153,7 +155,7 @@ class VadSettings:
 class BackendSettings:
     """Which cloud agent, and what starts a turn."""
 
-    kind: str = setting("xiaozhi", "the voice agent protocol", choices=("xiaozhi", "chatbot_v3"))
+    kind: str = setting("xiaozhi", "the voice agent protocol", choices=("xiaozhi", "chatbot_v3", "espai"))
     trigger: str = setting(
         "vad",
         "what starts a turn: speech ('vad') or the bridge button / Enter on the console ('button'); "
@@ -316,6 +318,46 @@ class ChatbotV3Settings:
 
 
 @dataclass(frozen=True)
+class EspaiDeviceSettings:
+    """An ESP-AI server (the open-source esp-ai Node server or the hosted one), spoken to as a device."""
+
+    url: str = setting(
+        "", "the server's device socket, e.g. ws://192.168.1.10:8088 (required for kind = 'espai')",
+        url=WEBSOCKET_SCHEMES,
+    )  # fmt: skip
+    api_key: str = setting("", "the agent's api_key, if the server checks one (secret: prefer "
+                           "COMPANION_ESPAI_DEVICE_KEY)")  # fmt: skip
+    device_id: str = setting("", "device_id sent to the server; empty = this machine's MAC (as for xiaozhi)")
+    ext: dict[str, Any] = setting(
+        {}, "the firmware's ext1..ext7 query values, e.g. { ext2 = 'room-1' }; ext1 defaults to api_key"
+    )
+    client_version: str = setting("2.87.50", "firmware version announced as `v` (the server's behaviour "
+                                  "depends on it; 2.86 and later acknowledge session stops)")  # fmt: skip
+    audio_buffer_size: int = setting(
+        20480, "AUDIO_BUFFER_SIZE: the most MP3 bytes the server sends ahead", minimum=1024, maximum=1 << 20
+    )
+    little_rom: bool = setting(
+        True, "LITTLE_ROM=1: the server skips the wake-up cue and greeting it would send for caching"
+    )
+    tls_ca: str = setting("", "PEM file of a CA to trust for wss:// (self-hosted servers)")
+    ready_timeout_s: float = setting(
+        15.0, "wait for the server's stc_time (its configuration built) after connecting", minimum=1.0,
+        maximum=120.0,
+    )  # fmt: skip
+    reply_idle_s: float = setting(
+        20.0, "end a reply the server went quiet on without an end frame, after this long", minimum=2.0,
+        maximum=300.0,
+    )  # fmt: skip
+    sentence_max_bytes: int = setting(
+        2_000_000, "largest MP3 stream of one sentence", minimum=10_000, maximum=50_000_000
+    )
+    auth_retry_s: float = setting(
+        900.0, "after auth_fail or an account error, try again only after this long", minimum=60.0,
+        maximum=86400.0,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class BridgeSettings:
     """The ESP32 serial bridge for LEDs, button and optional microphone."""
 
@@ -379,6 +421,7 @@ class Settings:
     backend: BackendSettings = field(default_factory=BackendSettings)
     xiaozhi: XiaozhiSettings = field(default_factory=XiaozhiSettings)
     chatbot_v3: ChatbotV3Settings = field(default_factory=ChatbotV3Settings)
+    espai_device: EspaiDeviceSettings = field(default_factory=EspaiDeviceSettings)
     bridge: BridgeSettings = field(default_factory=BridgeSettings)
     leds: LedSettings = field(default_factory=LedSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
@@ -552,9 +595,27 @@ def _check_together(settings: Settings, source: str) -> None:
             f"{source}: vad.start_voiced ({vad.start_voiced}) is larger than vad.start_window "
             f"({vad.start_window}): speech could never start; make start_voiced ≤ start_window"
         )
+    _check_espai(settings, source)
     if settings.audio.input == "bridge" and not settings.bridge.port:
         raise ConfigError(
             f"{source}: audio.input = 'bridge' needs bridge.port ('auto' or a serial device), which is ''"
+        )
+
+
+def _check_espai(settings: Settings, source: str) -> None:
+    """[espai_device]: a URL when it is the backend, and ext keys the firmware knows."""
+    espai = settings.espai_device
+    for key, value in espai.ext.items():
+        if key not in ESPAI_EXT_KEYS:
+            raise ConfigError(
+                f"{source}: espai_device.ext.{key}: unknown key (the firmware sends ext1..ext7)"
+            )
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: espai_device.ext.{key}: expected a string, got {_describe(value)}")
+    if settings.backend.kind == "espai" and not espai.url:
+        raise ConfigError(
+            f"{source}: espai_device.url is empty but backend.kind = 'espai': set it to the ESP-AI server's "
+            "device socket, e.g. ws://192.168.1.10:8088"
         )
 
 

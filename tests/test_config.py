@@ -64,11 +64,18 @@ def test_a_model_id_the_seed_does_not_list_is_accepted_for_the_backend_to_warn_a
             "[xiaozhi]\nlisten_mode = 'sometimes'\n",
             "xiaozhi.listen_mode: expected 'auto' or 'manual' or 'realtime'",
         ),
-        ("[backend]\nkind = 'openai'\n", "backend.kind: expected 'xiaozhi' or 'chatbot_v3', got 'openai'"),
+        (
+            "[backend]\nkind = 'openai'\n",
+            "backend.kind: expected 'xiaozhi' or 'chatbot_v3' or 'espai', got 'openai'",
+        ),
         (
             "[chatbot_v3]\nauth = 'password'\n",
             "chatbot_v3.auth: expected 'api_key' or 'device_token', got 'password'",
         ),
+        ("[backend]\nkind = 'espai'\n", "espai_device.url is empty but backend.kind = 'espai'"),
+        ("[espai_device]\next = { ext8 = 'x' }\n", "espai_device.ext.ext8: unknown key"),
+        ("[espai_device]\next = { ext2 = 3 }\n", "espai_device.ext.ext2: expected a string, got"),
+        ("[espai_device]\nurl = 'http://h:8088'\n", "espai_device.url: expected a ws:// or wss:// URL"),
         ("[audio\ninput = 1\n", "not valid TOML"),
     ],
 )

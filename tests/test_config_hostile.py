@@ -145,6 +145,7 @@ def test_a_type_error_on_a_secret_never_shows_its_value(tmp_path: Path, section:
         ("chatbot_v3.api_key", "COMPANION_MINDCRAFT_KEY"),
         ("chatbot_v3.device_token", "COMPANION_MINDCRAFT_DEVICE_TOKEN"),
         ("xiaozhi.mqtt_password", "COMPANION_XIAOZHI_MQTT_PASSWORD"),
+        ("espai_device.api_key", "COMPANION_ESPAI_DEVICE_KEY"),
     ],
 )
 def test_secrets_are_refused_on_the_command_line(key: str, env_var: str) -> None:
@@ -173,6 +174,21 @@ def test_the_environment_wins_over_the_config_file_and_a_credential_over_both(
     settings = load_settings(path)
     assert settings.xiaozhi.token == "from-credential"
     assert settings.chatbot_v3.api_key == "MC-env"
+
+
+def test_the_espai_device_key_comes_from_its_environment_variable_or_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[espai_device]\napi_key = 'from-file'\n")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("COMPANION_ESPAI_DEVICE_KEY", "from-env")
+    assert load_settings(path).espai_device.api_key == "from-env"
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "espai-device-key").write_text("from-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert load_settings(path).espai_device.api_key == "from-credential"
 
 
 # ------------------------------------------------------------------------------- cross-field checks

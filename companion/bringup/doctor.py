@@ -174,13 +174,16 @@ async def check_bridge(settings: Settings, timeout: float = 3.0) -> CheckResult:
 def _server_url(settings: Settings) -> str:
     if settings.backend.kind == "chatbot_v3":
         return settings.chatbot_v3.url
+    if settings.backend.kind == "espai":
+        return settings.espai_device.url
     return settings.xiaozhi.websocket_url or settings.xiaozhi.ota_url
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext:
     context = ssl.create_default_context()
-    if settings.xiaozhi.tls_ca:
-        context.load_verify_locations(settings.xiaozhi.tls_ca)
+    ca = settings.espai_device.tls_ca if settings.backend.kind == "espai" else settings.xiaozhi.tls_ca
+    if ca:
+        context.load_verify_locations(ca)
     return context
 
 

@@ -89,14 +89,24 @@ def build_backend(
             playback_rate=settings.audio.playback_rate,
             reconnect_max_s=settings.backend.reconnect_max_s,
         )
+    if settings.backend.kind == "espai":
+        from ..backends.espai import EspaiBackend
+
+        return EspaiBackend(
+            settings,
+            sink,
+            playback_rate=settings.audio.playback_rate,
+            reconnect_max_s=settings.backend.reconnect_max_s,
+        )
     from ..backends.xiaozhi.backend import XiaozhiBackend
 
     return XiaozhiBackend(settings, sink, on_activation=on_activation, busy=busy)
 
 
 def listen_mode_for(settings: Settings) -> ListenMode:
-    """xiaozhi takes its mode from config; chat_bot_v3 has no server VAD, so we end utterances (manual)."""
-    if settings.backend.kind == "chatbot_v3":
+    """xiaozhi takes its mode from config; chat_bot_v3 has no server VAD and ESP-AI's ends an utterance
+    only after 1.5 s of silence, so for both our endpointer ends it (manual)."""
+    if settings.backend.kind in ("chatbot_v3", "espai"):
         return ListenMode.MANUAL
     return ListenMode(settings.xiaozhi.listen_mode)
 
