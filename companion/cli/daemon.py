@@ -18,6 +18,7 @@ from ..daemon.conversation import Turn
 from ..daemon.runtime import RunOptions, Runtime
 from ..errors import CompanionError
 from ..events import DeviceState
+from ..service.allocator import fix_mmap_threshold
 
 log = logging.getLogger("companion")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,6 +115,7 @@ def run(
     settings = load_for_command(config_path, overrides, input_, output)
     configure_logging(settings, debug)
     reload = lambda: load_for_command(config_path, overrides, input_, output)  # noqa: E731
+    fix_mmap_threshold()
     raise SystemExit(asyncio.run(_run(settings, turns, reload)))
 
 
