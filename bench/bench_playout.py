@@ -27,7 +27,8 @@ import miniaudio
 import numpy as np
 
 from companion.audio.mp3 import parse_stream_start
-from companion.backends.chatbot_v3 import ReplyPlayer, TtsFetcher
+from companion.backends.chatbot_v3.fetcher import TtsFetcher
+from companion.backends.reply_player import ReplyPlayer
 from companion.config import ChatbotV3Settings
 from companion.events import BackendEvent, SpeechAudio, SpeechEnded, SpeechStarted
 

@@ -31,7 +31,7 @@ def malformed_frames(count: int = 100_000, seed: int = 1) -> dict[str, Any]:
     """Every core takes garbage without raising; returns the number of unhandled exceptions."""
     import logging
 
-    from companion.protocols.chatbot_v3 import ClientProtocol
+    from companion.protocols.chatbot_v3.client import ClientProtocol
     from companion.protocols.espai import DeviceProtocol
     from companion.protocols.xiaozhi.session import ClientSession, SessionConfig
     from companion.protocols.xiaozhi.udp import UdpAudioChannel

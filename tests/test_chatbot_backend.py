@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from companion.audio.mp3 import stream_decode
-from companion.backends.chatbot_v3 import ChatbotV3Backend
-from companion.backends.mindcraft_sessions import SESSION_FILE
+from companion.backends.chatbot_v3.backend import ChatbotV3Backend
+from companion.backends.chatbot_v3.sessions import SESSION_FILE
 from companion.config import ChatbotV3Settings
 from companion.errors import ConfigError
 from companion.events import (
@@ -278,7 +278,7 @@ async def test_missing_z_index_is_skipped_after_the_wait(
     streamed: dict[str, bytes],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="companion.backends.chatbot_v3"):
+    with caplog.at_level(logging.WARNING, logger="companion.backends.chatbot_v3.backend"):
         recorder, audio = await text_turn_audio(server, tmp_path, reply(server, [0, 1, 3]))
     assert_sentences(audio, ["s0", "s1", "s3"], whole, streamed)
     skips = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
@@ -310,7 +310,7 @@ async def test_404_url_is_skipped_and_the_rest_stays_in_order(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server.behaviour["s2"] = Behaviour(status=404)
-    with caplog.at_level(logging.WARNING, logger="companion.backends.chatbot_v3"):
+    with caplog.at_level(logging.WARNING, logger="companion.backends.chatbot_v3.backend"):
         _, audio = await text_turn_audio(server, tmp_path, reply(server, [0, 1, 2, 3]))
     assert_sentences(audio, ["s0", "s1", "s3"], whole, streamed)
     skips = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from companion.backends.mindcraft_sessions import SESSION_FILE, remembered_session
+from companion.backends.chatbot_v3.sessions import SESSION_FILE, remembered_session
 from companion.cli import main
 from tests.peers.chatbot_server import API_KEY, ChatbotServer, ThreadedServer
 

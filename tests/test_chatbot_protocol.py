@@ -9,13 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from companion.protocols.chatbot_v3 import (
+from companion.events import Emotion, ReplyText, Transcript
+from companion.protocols.chatbot_v3.client import (
     AgentParams,
-    AsrText,
     AuthRejected,
     ClientProtocol,
-    EmotionOutput,
-    LlmText,
     NothingRecognised,
     NotReady,
     OutOfCredit,
@@ -119,19 +117,29 @@ def test_seed_example_is_understood() -> None:
 def test_both_envelopes_give_the_same_events(envelope: int) -> None:
     proto = ready_protocol()
     proto.start_text_turn("hi", 0.0)
-    assert feed(proto, emotion("happy", envelope)) == [EmotionOutput("happy")]
-    assert feed(proto, llm("你好呀", 0, envelope, asr="你好啊")) == [AsrText("你好啊"), LlmText("你好呀", 0)]
-    assert feed(proto, llm("今天", 1, envelope, asr="你好啊")) == [LlmText("今天", 1)]  # ASR repeats once
+    assert feed(proto, emotion("happy", envelope)) == [Emotion("happy")]
+    first = feed(proto, llm("你好呀", 0, envelope, asr="你好啊"))
+    assert first == [Transcript("你好啊"), ReplyText("你好呀", 0)]
+    assert feed(proto, llm("今天", 1, envelope, asr="你好啊")) == [ReplyText("今天", 1)]  # ASR repeats once
     assert feed(proto, tts("https://x/0.mp3", 0, envelope, 1.26)) == [TtsUrl("https://x/0.mp3", 0, 1.26)]
     assert feed(proto, agent_stop()) == [TurnStopped()]
     assert proto.state is TurnState.IDLE
+
+
+def test_emotion_words_outside_the_project_vocabulary_are_mapped_by_the_core() -> None:
+    proto = ready_protocol()
+    proto.start_text_turn("hi", 0.0)
+    msg = {"socket_status": 1003, "agent_output": {"output_type": "emotion", "emotion_output": " Joy "}}
+    assert feed(proto, msg) == [Emotion("happy")]
+    msg = {"socket_status": 1003, "agent_output": {"output_type": "emotion", "emotion_output": "winking"}}
+    assert feed(proto, msg) == [Emotion("winking")]
 
 
 def test_v2_aliases_and_string_z_index() -> None:
     proto = ready_protocol()
     proto.start_text_turn("hi", 0.0)
     msg = {"socket_status": 1003, "agent_output": {"output_type": "emotion", "emotion_value": "Sad"}}
-    assert feed(proto, msg) == [EmotionOutput("sad")]
+    assert feed(proto, msg) == [Emotion("sad")]
     msg = {
         "socket_status": "1003",
         "agent_output": {"output_type": "tts", "tts_audio": "http://h/a.mp3", "z_index": "3", "to_sleep": 2},
@@ -142,9 +150,9 @@ def test_v2_aliases_and_string_z_index() -> None:
 def test_asr_during_upload_is_marked_partial() -> None:
     proto = ready_protocol()
     proto.start_voice_turn(0.0)
-    assert feed(proto, asr("今天")) == [AsrText("今天", during_upload=True)]
+    assert feed(proto, asr("今天")) == [Transcript("今天", final=False)]
     proto.end_of_speech()
-    assert feed(proto, asr("今天天气")) == [AsrText("今天天气", during_upload=False)]
+    assert feed(proto, asr("今天天气")) == [Transcript("今天天气", final=True)]
 
 
 def test_statuses_3001_3002_4006() -> None:
@@ -186,7 +194,7 @@ def test_while_a_voice_turn_uploads_any_reply_is_an_older_turns() -> None:
     proto.start_voice_turn(0.5)
     assert feed(proto, tts("https://x/2.mp3", 2), now=0.6) == []  # the cancelled reply, still arriving
     assert feed(proto, agent_stop(), now=0.7) == []
-    assert feed(proto, asr("在吗"), now=0.8) == [AsrText("在吗", during_upload=True)]
+    assert feed(proto, asr("在吗"), now=0.8) == [Transcript("在吗", final=False)]
     proto.end_of_speech()
     assert feed(proto, tts("https://x/0.mp3", 0), now=1.5) == [TtsUrl("https://x/0.mp3", 0, 1.5)]
     assert feed(proto, agent_stop(), now=2.0) == [TurnStopped()]
@@ -223,7 +231,7 @@ def test_cancel_without_a_turn_sends_nothing() -> None:
 def test_malformed_messages_and_unknown_statuses_are_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     proto = ready_protocol()
     proto.start_text_turn("hi", 0.0)
-    with caplog.at_level(logging.WARNING, logger="companion.protocols.chatbot_v3"):
+    with caplog.at_level(logging.WARNING, logger="companion.protocols.chatbot_v3.client"):
         for _ in range(3):
             assert proto.receive_text("not json {", 1.0) == []
             assert feed(proto, {"socket_status": 1005, "socket_message": "who knows"}) == []

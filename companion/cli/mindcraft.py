@@ -12,7 +12,7 @@ import socket
 
 import click
 
-from ..backends.mindcraft_sessions import (
+from ..backends.chatbot_v3.sessions import (
     Credential,
     MindcraftRest,
     forget_session,

@@ -81,7 +81,7 @@ def build_backend(
 ) -> Backend:
     """The voice agent backend chosen by backend.kind; `busy` says the device is mid-turn."""
     if settings.backend.kind == "chatbot_v3":
-        from ..backends.chatbot_v3 import ChatbotV3Backend
+        from ..backends.chatbot_v3.backend import ChatbotV3Backend
 
         return ChatbotV3Backend(
             settings.chatbot_v3,

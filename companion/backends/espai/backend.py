@@ -40,6 +40,7 @@ from ...events import (
 )
 from ...net.backoff import Backoff
 from ...net.tls import client_context, find_verify_error
+from ...net.urls import display_url
 from ...protocols.espai import (
     DeviceProtocol,
     Mp3Piece,
@@ -53,8 +54,8 @@ from ...protocols.espai import (
 )
 from ...protocols.espai.wire import SID_TTS_FN
 from ...service.logsetup import log_frame, register_secret
-from ..chatbot_v3 import ReplyPlayer, display_url
 from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
+from ..reply_player import ReplyPlayer
 from ..websocket_errors import close_reason, upgrade_failure
 from ..xiaozhi.identity import load_identity
 from .sentences import SentenceFeed, sentence_key

@@ -1,7 +1,7 @@
 """The MP3 streams of one reply's sentences, as they arrive in binary frames, handed to the decoder.
 
 The ESP-AI server sends each sentence as its own MP3 stream over the socket (no URLs). This feed keeps
-one byte queue per sentence and is the `fetch` of the shared ReplyPlayer (backends/chatbot_v3.py): the
+one byte queue per sentence and is the `fetch` of the shared ReplyPlayer (backends/reply_player.py): the
 player "fetches" a sentence by its key, which here means decoding the queue's bytes while they arrive,
 so ordering, the first-audio path and the end-of-reply bookkeeping are the chat_bot_v3 backend's own.
 """

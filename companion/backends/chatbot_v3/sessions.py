@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 
-from ..config import ChatbotV3Settings
-from ..errors import ConfigError, PlatformError
-from ..service.logsetup import register_secret
-from ..service.notify import MINDCRAFT_DEVICE_TOKEN, MINDCRAFT_KEY, read_secret
-from ..service.state_dir import state_dir, write_private
+from ...config import ChatbotV3Settings
+from ...errors import ConfigError, PlatformError
+from ...service.logsetup import register_secret
+from ...service.notify import MINDCRAFT_DEVICE_TOKEN, MINDCRAFT_KEY, read_secret
+from ...service.state_dir import state_dir, write_private
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .oncelog import OnceLog
+from ...events import Emotion, ReplyText, Transcript
+from ..oncelog import OnceLog
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,29 @@ NOTHING_RECOGNISED = 3001
 OUT_OF_CREDIT = 3002
 SERVER_ERROR = 4006
 TURN_STATUSES = frozenset({OUTPUT, ASR, AGENT_STOP, OUTPUT_V3, NOTHING_RECOGNISED})
+
+# chat_bot_v3 emotion words that are not among the 21 canonical names
+EMOTION_ALIASES = {
+    "joy": "happy",
+    "happiness": "happy",
+    "excited": "happy",
+    "sadness": "sad",
+    "anger": "angry",
+    "surprise": "surprised",
+    "fear": "shocked",
+    "scared": "shocked",
+    "disgust": "angry",
+    "calm": "relaxed",
+    "love": "loving",
+    "shy": "embarrassed",
+    "tired": "sleepy",
+}
+
+
+def canonical_emotion(name: str) -> str:
+    """The project's name for a chat_bot_v3 emotion word (lower case; aliases mapped)."""
+    word = name.strip().lower()
+    return EMOTION_ALIASES.get(word, word)
 
 
 @dataclass(frozen=True)
@@ -100,29 +124,6 @@ class AuthRejected:
 
 
 @dataclass(frozen=True)
-class AsrText:
-    """What the server heard; `during_upload` while the user may still be talking (partial)."""
-
-    text: str
-    during_upload: bool = False
-
-
-@dataclass(frozen=True)
-class EmotionOutput:
-    """The agent's emotion for this reply (`emotion_output`, v2 `emotion_value`)."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class LlmText:
-    """A chunk of the reply text (`llm_response`), with its z_index when given."""
-
-    text: str
-    index: int | None = None
-
-
-@dataclass(frozen=True)
 class TtsUrl:
     """One sentence of speech: an MP3 URL to fetch, with its z_index and length when given."""
 
@@ -171,9 +172,9 @@ class InterfaceReply:
 ProtocolEvent = (
     Ready
     | AuthRejected
-    | AsrText
-    | EmotionOutput
-    | LlmText
+    | Transcript
+    | Emotion
+    | ReplyText
     | TtsUrl
     | TurnStopped
     | NothingRecognised
@@ -437,7 +438,7 @@ class ClientProtocol:
         if not text or text == self._last_asr:
             return []
         self._last_asr = text
-        return [AsrText(text, during_upload=self.state is TurnState.UPLOADING)]
+        return [Transcript(text, final=self.state is not TurnState.UPLOADING)]
 
     def _output(self, output: dict[str, Any], raw: str) -> list[ProtocolEvent]:
         events: list[ProtocolEvent] = []
@@ -449,13 +450,13 @@ class ClientProtocol:
         if kind == "emotion":
             name = output.get("emotion_output", output.get("emotion_value"))
             if isinstance(name, str) and name:
-                events.append(EmotionOutput(name.strip().lower()))
+                events.append(Emotion(canonical_emotion(name)))
             else:
                 self._note("emotion_shape", f"emotion output without a name skipped: {raw[:120]!r}")
         elif kind == "llm":
             text = output.get("llm_response")
             if isinstance(text, str):
-                events.append(LlmText(text, index))
+                events.append(ReplyText(text, -1 if index is None else index))
             else:
                 self._note("llm_shape", f"llm output without llm_response skipped: {raw[:120]!r}")
         elif kind == "tts":

@@ -18,25 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import socket
 import ssl
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from ..audio.mp3 import Mp3Error, Mp3Limits, stream_decode
-from ..config import MINDCRAFT_LLM_MODELS, MINDCRAFT_TTS_MODELS, ChatbotV3Settings
-from ..errors import ConfigError
-from ..events import (
+from ...config import MINDCRAFT_LLM_MODELS, MINDCRAFT_TTS_MODELS, ChatbotV3Settings
+from ...errors import ConfigError
+from ...events import (
     Alert,
     Connected,
     Disconnected,
@@ -44,23 +37,18 @@ from ..events import (
     EventSink,
     ListenMode,
     ReplyText,
-    SpeechAudio,
-    SpeechEnded,
-    SpeechStarted,
     Transcript,
     TurnEnded,
     UplinkFormat,
 )
-from ..net.backoff import Backoff
-from ..net.tls import client_context, find_verify_error
-from ..protocols.chatbot_v3 import (
+from ...net.backoff import Backoff
+from ...net.tls import client_context, find_verify_error
+from ...net.urls import display_url
+from ...protocols.chatbot_v3.client import (
     AgentParams,
-    AsrText,
     AuthRejected,
     ClientProtocol,
-    EmotionOutput,
     InterfaceReply,
-    LlmText,
     NothingRecognised,
     NotReady,
     OutOfCredit,
@@ -72,8 +60,12 @@ from ..protocols.chatbot_v3 import (
     connect_url,
     upgrade_headers,
 )
-from ..service.logsetup import log_frame
-from .mindcraft_sessions import (
+from ...service.logsetup import log_frame
+from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
+from ..reply_player import ReplyPlayer
+from ..websocket_errors import close_reason, upgrade_failure
+from .fetcher import TtsFetcher
+from .sessions import (
     API_KEY,
     Credential,
     MindcraftRest,
@@ -81,44 +73,12 @@ from .mindcraft_sessions import (
     remembered_session,
     resolve_credential,
 )
-from .playout import Finished, Play, Sequencer, Skip
-from .reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
-from .websocket_errors import close_reason, upgrade_failure
 
 log = logging.getLogger(__name__)
 
 UPLINK_FRAME_MS = 60  # 1920 bytes at 16 kHz, close to the 2048-byte frames of the vendor's MCU client
 MAX_MESSAGE_BYTES = 1 << 20
-MAX_URLS_PER_REPLY = 256  # more TTS items than this in one reply are dropped (and counted)
-MAX_AUDIO_EVENT_BYTES = 48_000  # buffered audio is handed out in pieces of at most ~1 s at 24 kHz
 CANCEL_SETTLE_S = 0.8  # a text turn right after a cancel waits this long at most for the old turn's stop
-
-# chat_bot_v3 emotion words that are not among the 21 canonical names
-EMOTION_ALIASES = {
-    "joy": "happy",
-    "happiness": "happy",
-    "excited": "happy",
-    "sadness": "sad",
-    "anger": "angry",
-    "surprise": "surprised",
-    "fear": "shocked",
-    "scared": "shocked",
-    "disgust": "angry",
-    "calm": "relaxed",
-    "love": "loving",
-    "shy": "embarrassed",
-    "tired": "sleepy",
-}
-
-
-class FetchFailed(Exception):
-    """A TTS file could not be downloaded (HTTP status, network)."""
-
-
-def display_url(url: str) -> str:
-    """A URL fit for logs: no query string (it may carry a signature) and no user info."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
 def agent_params(settings: ChatbotV3Settings, session_token: str) -> AgentParams:
@@ -144,294 +104,6 @@ def agent_params(settings: ChatbotV3Settings, session_token: str) -> AgentParams
         session_token=session_token,
         language=settings.language,
     )
-
-
-# ---------------------------------------------------------------------------- one reply's speech
-
-PcmSink = Callable[[bytes], None]
-Fetcher = Callable[[str, PcmSink], Awaitable[float]]
-
-
-@dataclass
-class _Item:
-    url: str
-    blocks: list[bytes] = field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-
-
-class ReplyPlayer:
-    """One reply's speech: fetches TTS URLs ahead and hands their audio out in z_index order.
-
-    Events go to `emit`: SpeechStarted before the first audio, SpeechAudio pieces in play order, then
-    SpeechEnded once the server ended the turn and the last index was handed out, or TurnEnded when the
-    reply had no speech at all. `cancel()` (barge-in) stops everything and emits nothing more.
-    """
-
-    def __init__(
-        self,
-        emit: EventSink,
-        fetch: Fetcher,
-        *,
-        rate: int,
-        concurrency: int = 3,
-        max_wait_s: float = 1.0,
-        idle_s: float = 20.0,
-        turn: int = 0,
-    ) -> None:
-        self._emit = emit
-        self._fetch = fetch
-        self.rate = rate
-        self.concurrency = concurrency
-        self.idle_s = idle_s
-        self.turn = turn
-        self.seq = Sequencer(max_wait_s=max_wait_s)
-        self.items: dict[int, _Item] = {}
-        self.stats: Counter[str] = Counter()
-        self.speaking = False
-        self.done = False
-        self.uploading = False  # a voice turn's upload: the server cannot have gone quiet on us yet
-        self._outcome = "completed"
-        self._queue: list[int] = []  # indices waiting for a download slot, lowest first
-        self._running = 0
-        self._loop = asyncio.get_running_loop()
-        self._deadline: asyncio.TimerHandle | None = None
-        self._idle: asyncio.TimerHandle | None = None
-        self.touch()
-
-    # ------------------------------------------------------------------ inputs
-    def touch(self) -> None:
-        """The server sent something for this turn: restart the silence timer."""
-        if self.done:
-            return
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = self._loop.call_later(self.idle_s, self._went_quiet)
-
-    def announce(self, index: int | None, url: str) -> None:
-        """A TTS URL for `index` (None: next in arrival order)."""
-        if self.done:
-            self.stats["late_urls"] += 1
-            return
-        if len(self.items) >= MAX_URLS_PER_REPLY:
-            self.stats["urls_over_limit"] += 1
-            log.warning("more than %d TTS items in one reply; z_index %s dropped", MAX_URLS_PER_REPLY, index)
-            return
-        accepted = self.seq.announce(index, self._loop.time())
-        if accepted is None:
-            self.stats["ignored_urls"] += 1
-            log.info("TTS item z_index %s ignored (duplicate, or its turn to play has passed)", index)
-            return
-        self.items[accepted] = _Item(url)
-        heapq.heappush(self._queue, accepted)
-        self._start_fetches()
-        self._drive()
-
-    def end_of_turn(self, outcome: str = "completed") -> None:
-        """The server ended the turn: once every announced index is played or skipped, the reply ends.
-
-        `outcome` is the TurnEnded reason when the reply had no speech at all.
-        """
-        if self.done:
-            return
-        self._outcome = outcome
-        self.seq.end_of_turn()
-        self._drive()
-
-    def cancel(self) -> None:
-        """Barge-in: stop downloads and decoding; nothing more is emitted."""
-        self._finish()
-        self.seq.flush()
-
-    # ------------------------------------------------------------------ downloads
-    def _start_fetches(self) -> None:
-        while self._queue and self._running < self.concurrency and not self.done:
-            index = heapq.heappop(self._queue)
-            item = self.items.get(index)
-            if item is None:
-                continue
-            self._running += 1
-            item.task = self._loop.create_task(self._download(index, item), name=f"tts-{index}")
-
-    async def _download(self, index: int, item: _Item) -> None:
-        try:
-            await self._fetch(item.url, lambda pcm: self._on_pcm(index, pcm))
-        except asyncio.CancelledError:
-            raise
-        except TimeoutError:
-            self._failed(index, "download timed out", item.url)
-        except (FetchFailed, Mp3Error) as exc:
-            self._failed(index, str(exc), item.url)
-        except httpx.HTTPError as exc:
-            self._failed(index, f"download failed ({type(exc).__name__}: {exc})", item.url)
-        except Exception as exc:  # a bug must not stall the reply: skip the sentence, keep the order
-            log.exception("TTS item z_index %d failed", index)
-            self._failed(index, f"{type(exc).__name__}: {exc}", item.url)
-        else:
-            if not self.done:
-                self.seq.complete(index)
-                self.stats["fetched"] += 1
-        finally:
-            self._running -= 1
-        if not self.done:
-            self._start_fetches()
-            self._drive()
-
-    def _failed(self, index: int, reason: str, url: str) -> None:
-        if self.done:
-            return
-        self.stats["fetch_failed"] += 1
-        self.seq.fail(index, f"{reason} ({display_url(url)})")
-
-    def _on_pcm(self, index: int, pcm: bytes) -> None:
-        if self.done:
-            return
-        if index == self.seq.current:
-            self._hand_out(index, pcm)
-            return
-        item = self.items.get(index)
-        if item is None:
-            return
-        item.blocks.append(pcm)
-        if len(item.blocks) == 1:
-            self.seq.ready(index)
-            self._drive()
-
-    # ------------------------------------------------------------------ decisions
-    def _drive(self) -> None:
-        if self.done:
-            return
-        for decision in self.seq.poll(self._loop.time()):
-            if isinstance(decision, Play):
-                self._play(decision.index)
-            elif isinstance(decision, Skip):
-                self._skip(decision)
-            elif isinstance(decision, Finished):
-                self._finished(decision)
-                return
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        when = self.seq.next_deadline()
-        if when is not None:
-            self._deadline = self._loop.call_at(when, self._drive)
-
-    def _play(self, index: int) -> None:
-        for old in [i for i in self.items if i < index]:
-            del self.items[old]
-        item = self.items.get(index)
-        if item is None:
-            return
-        blocks, item.blocks = item.blocks, []
-        piece = bytearray()
-        for block in blocks:
-            piece += block
-            if len(piece) >= MAX_AUDIO_EVENT_BYTES:
-                self._hand_out(index, bytes(piece))
-                piece.clear()
-        if piece:
-            self._hand_out(index, bytes(piece))
-
-    def _hand_out(self, index: int, pcm: bytes) -> None:
-        if not self.speaking:
-            self.speaking = True
-            self._emit(SpeechStarted())
-        self.stats["audio_bytes"] += len(pcm)
-        self._emit(SpeechAudio(pcm, codec="pcm", sample_rate=self.rate, index=index))
-
-    def _skip(self, skip: Skip) -> None:
-        which = f"z_index {skip.index}" if skip.count == 1 else f"z_index {skip.index}..{skip.last}"
-        log.warning("sentence %s skipped: %s", which, skip.reason)
-        for index in [i for i in self.items if skip.index <= i <= skip.last]:
-            item = self.items.pop(index)
-            if item.task is not None and not item.task.done():
-                item.task.cancel()
-
-    def _finished(self, decision: Finished) -> None:
-        speaking = self.speaking
-        self._finish()
-        log.debug(
-            "reply of turn %d done: %d played, %d skipped", self.turn, decision.played, decision.skipped
-        )
-        if speaking:
-            self._emit(SpeechEnded())
-        else:
-            self._emit(TurnEnded(self._outcome))
-
-    def _went_quiet(self) -> None:
-        self._idle = None
-        if self.done or self.seq.finished:
-            return
-        if self._running or self._queue or self.uploading:
-            self.touch()  # still uploading, or downloads under way (each has its own time limit)
-            return
-        log.warning(
-            "the server sent nothing for %.0f s and never ended the turn (1006); ending it", self.idle_s
-        )
-        self.seq.end_of_turn()
-        self._drive()
-
-    def _finish(self) -> None:
-        self.done = True
-        for timer in (self._deadline, self._idle):
-            if timer is not None:
-                timer.cancel()
-        self._deadline = self._idle = None
-        for item in self.items.values():
-            if item.task is not None and not item.task.done():
-                item.task.cancel()
-        self.items.clear()
-        self._queue.clear()
-
-
-class TtsFetcher:
-    """Downloads TTS MP3 files and decodes them while they arrive (limits from the config).
-
-    Call it with a URL and a PCM sink; decoding runs on its own small thread pool.
-    """
-
-    def __init__(self, settings: ChatbotV3Settings, rate: int, verify: ssl.SSLContext | bool = True) -> None:
-        self.settings = settings
-        self.rate = rate
-        self._verify = verify
-        self._http: httpx.AsyncClient | None = None
-        self._executor = ThreadPoolExecutor(max_workers=settings.fetch_concurrency, thread_name_prefix="mp3")
-
-    def warm_up(self) -> None:
-        """Build the HTTP client now (loading CA certificates takes ~30 ms), not on the first reply."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                verify=self._verify,
-                follow_redirects=True,
-                timeout=httpx.Timeout(self.settings.tts_timeout_s),
-                limits=httpx.Limits(max_connections=self.settings.fetch_concurrency + 1),
-            )
-
-    async def __call__(self, url: str, on_pcm: PcmSink) -> float:
-        """Seconds of audio handed to `on_pcm`; raises FetchFailed, Mp3Error (limits), httpx errors."""
-        settings = self.settings
-        self.warm_up()
-        http = self._http
-        assert http is not None
-
-        async def body() -> AsyncIterator[bytes]:
-            async with http.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise FetchFailed(f"HTTP {response.status_code}")
-                length = response.headers.get("content-length", "")
-                if length.isdigit() and int(length) > settings.tts_max_bytes:
-                    raise FetchFailed(f"{length} bytes is larger than tts_max_bytes")
-                async for chunk in response.aiter_bytes():
-                    yield chunk
-
-        limits = Mp3Limits(settings.tts_max_bytes, settings.tts_max_audio_s, settings.tts_timeout_s)
-        return await stream_decode(body(), self.rate, on_pcm, limits=limits, executor=self._executor)
-
-    async def aclose(self) -> None:
-        """Close the HTTP client and stop the decoder threads."""
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------- the backend
@@ -677,25 +349,25 @@ class ChatbotV3Backend:
 
     def _handle(self, event: ProtocolEvent) -> None:
         player = self.player
-        if isinstance(event, TtsUrl | LlmText | AsrText | EmotionOutput) and player is not None:
+        if isinstance(event, TtsUrl | ReplyText | Transcript | Emotion) and player is not None:
             player.touch()
         if isinstance(event, TtsUrl):
             if player is None:
                 self.stats["urls_without_turn"] += 1
                 return
             player.announce(event.index, event.url)
-        elif isinstance(event, LlmText):
+        elif isinstance(event, ReplyText):
             if event.text:
-                self._sink(ReplyText(event.text, -1 if event.index is None else event.index))
-        elif isinstance(event, AsrText):
-            if event.during_upload:
+                self._sink(event)
+        elif isinstance(event, Transcript):
+            if not event.final:
                 log.debug("partial ASR: %s", event.text)
                 self._pending_asr = event.text
             else:
                 self._pending_asr = ""
-                self._sink(Transcript(event.text))
-        elif isinstance(event, EmotionOutput):
-            self._sink(Emotion(EMOTION_ALIASES.get(event.name, event.name)))
+                self._sink(event)
+        elif isinstance(event, Emotion):
+            self._sink(event)
         elif isinstance(event, TurnStopped):
             if player is not None:
                 player.end_of_turn()
