@@ -64,6 +64,7 @@ from ...service.logsetup import log_frame
 from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
 from ..reply_player import ReplyPlayer
 from ..websocket_errors import close_reason, upgrade_failure
+from ..websocket_io import close_quietly, send_frame
 from .fetcher import TtsFetcher
 from .sessions import (
     API_KEY,
@@ -421,15 +422,7 @@ class ChatbotV3Backend:
             self.player = None
 
     async def _send(self, data: str | bytes) -> bool:
-        ws = self._ws
-        if ws is None:
-            return False
-        log_frame("chat_bot_v3", "->", data)
-        try:
-            await ws.send(data)
-        except ConnectionClosed:
-            return False  # the receive loop reports the loss
-        return True
+        return await send_frame(self._ws, "chat_bot_v3", data)
 
     async def _teardown(self) -> None:
         self._drop_player()
@@ -438,9 +431,7 @@ class ChatbotV3Backend:
             self._credit_timer.cancel()
             self._credit_timer = None
         ws, self._ws = self._ws, None
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 2.0)
+        await close_quietly(ws, 2.0)
 
     async def _session(self) -> str:
         """The session token: configured, remembered, or created now (and remembered); '' on failure."""

@@ -14,7 +14,6 @@ decodes them and hands the PCM out in order, as SpeechStarted / SpeechAudio / Sp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections import Counter
@@ -57,6 +56,7 @@ from ...service.logsetup import log_frame, register_secret
 from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
 from ..reply_player import ReplyPlayer
 from ..websocket_errors import close_reason, upgrade_failure
+from ..websocket_io import close_quietly, send_frame
 from ..xiaozhi.identity import load_identity
 from .sentences import SentenceFeed, sentence_key
 
@@ -399,23 +399,13 @@ class EspaiBackend:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, data: str | bytes) -> bool:
-        ws = self._ws
-        if ws is None:
-            return False
-        log_frame("espai", "->", data)
-        try:
-            await ws.send(data)
-        except ConnectionClosed:
-            return False  # the receive loop reports the loss
-        return True
+        return await send_frame(self._ws, "espai", data)
 
     async def _teardown(self) -> None:
         self._drop_player()
         self._proto.connection_lost()
         ws, self._ws = self._ws, None
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 2.0)
+        await close_quietly(ws, 2.0)
 
     def _describe(self, exc: BaseException) -> str:
         verify = find_verify_error(exc)

@@ -39,10 +39,7 @@ from ...events import (
     Disconnected,
     EventSink,
     ListenMode,
-    RestartRequested,
-    SpeechEnded,
     SpeechStarted,
-    ToolRequest,
     TurnEnded,
     UplinkFormat,
 )
@@ -545,26 +542,7 @@ class XiaozhiMqttBackend(XiaozhiTransport):
             return
         if isinstance(event, ChannelDead | ServerText):
             return  # deadlines are checked by _watch; non-JSON text was logged by the session
-        if isinstance(event, ToolRequest):
-            method = event.payload.get("method")
-            ident = event.payload.get("id")
-            if (
-                method == "initialize"
-                and self.session.is_open
-                and isinstance(ident, int)
-                and not isinstance(ident, bool)
-            ):
-                self._init_id = ident
-        elif isinstance(event, RestartRequested) and not event.reconnect_only:
-            if self.settings.reboot_action == "ignore":
-                log.info("server asked for a reboot; ignored (xiaozhi.reboot_action = ignore)")
-                return
-        elif isinstance(event, SpeechEnded):
-            self._last_activity = time.monotonic()
-        if isinstance(event, Connected | Disconnected):
-            return
-        self._sink(event)
-        if isinstance(event, SpeechStarted):
+        if self._forward(event, channel_open=self.session.is_open) and isinstance(event, SpeechStarted):
             self._replay_early_audio()
 
     def _on_datagram(self, data: bytes) -> None:

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Required, TypedDict, Unpack
 
 from ...config import AudioSettings, XiaozhiSettings
-from ...events import Disconnected, EventSink
+from ...events import (
+    Connected,
+    Disconnected,
+    EventSink,
+    RestartRequested,
+    SpeechEnded,
+    ToolRequest,
+)
 from ...net.backoff import Backoff
 from ...net.tls import client_context, explain_verify_error, find_verify_error
+from ...protocols.xiaozhi.session import SessionEvent
 from ..reconnect import Down, ReconnectLoop
 from . import ota
 from .identity import Identity
@@ -72,6 +81,8 @@ class XiaozhiTransport:
         self._log = log
         self.stats: Counter[str] = Counter()
         self._ready = False
+        self._init_id: int | None = None  # the MCP `initialize` request whose answer is awaited
+        self._last_activity = 0.0  # monotonic time of the last turn traffic (planned reconnects wait)
         self._refresh = False  # the next attempt runs the OTA check again (refused credentials)
         self._reconnect = ReconnectLoop(
             f"{self.channel_name} down",
@@ -106,6 +117,26 @@ class XiaozhiTransport:
         if down.auth_failed and not self._endpoint_pinned():
             self._refresh = True
             self._log.info("%s", self.refusal_note)
+
+    def _forward(self, event: SessionEvent, *, channel_open: bool = True) -> bool:
+        """Pass a session event on to the conversation, with the rules both transports share: note the
+        MCP `initialize` id, honour `reboot_action = ignore`, time the end of a reply. The channel's own
+        Connected/Disconnected are the transport's to report, not the session's. True when passed on."""
+        if isinstance(event, ToolRequest):
+            method, ident = event.payload.get("method"), event.payload.get("id")
+            is_id = isinstance(ident, int) and not isinstance(ident, bool)
+            if method == "initialize" and channel_open and is_id:
+                self._init_id = ident
+        elif isinstance(event, RestartRequested) and not event.reconnect_only:
+            if self.settings.reboot_action == "ignore":
+                self._log.info("server asked for a reboot; ignored (xiaozhi.reboot_action = ignore)")
+                return False
+        elif isinstance(event, SpeechEnded):
+            self._last_activity = time.monotonic()
+        if isinstance(event, Connected | Disconnected):
+            return False
+        self._sink(event)  # type: ignore[arg-type]  # the session's own events were handled by the caller
+        return True
 
     def _describe(self, exc: Exception) -> str:
         verify = find_verify_error(exc)

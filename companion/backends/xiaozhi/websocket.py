@@ -24,12 +24,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from ...config import AudioSettings, XiaozhiSettings
 from ...events import (
     Connected,
-    Disconnected,
     EventSink,
     ListenMode,
-    RestartRequested,
-    SpeechEnded,
-    ToolRequest,
     UplinkFormat,
 )
 from ...net.tls import find_verify_error
@@ -47,6 +43,7 @@ from ...service.logsetup import log_frame, register_secret
 from ...service.notify import XIAOZHI_TOKEN, read_secret
 from ..reconnect import AuthFailed, ChannelLost
 from ..websocket_errors import close_reason, upgrade_failure
+from ..websocket_io import close_quietly, send_frame
 from . import ota
 from .identity import Identity
 from .transport import TransportOptions, XiaozhiTransport
@@ -375,19 +372,7 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
             if event.auth_failed:
                 self._auth_failed = True
             return
-        if isinstance(event, ToolRequest):
-            method = event.payload.get("method")
-            ident = event.payload.get("id")
-            if method == "initialize" and isinstance(ident, int) and not isinstance(ident, bool):
-                self._init_id = ident
-        elif isinstance(event, RestartRequested) and not event.reconnect_only:
-            if self.settings.reboot_action == "ignore":
-                log.info("server asked for a reboot; ignored (xiaozhi.reboot_action = ignore)")
-                return
-        elif isinstance(event, SpeechEnded):
-            self._last_activity = time.monotonic()
-        if not isinstance(event, Connected | Disconnected):
-            self._sink(event)  # type: ignore[arg-type]
+        self._forward(event)
 
     def _become_ready(self, why: str) -> None:
         if self._ready or self.session is None or not self.session.is_open:
@@ -412,16 +397,7 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
         await self._send(text)
 
     async def _send(self, data: str | bytes) -> bool:
-        ws = self._ws
-        if ws is None:
-            return False
-        log_frame("xiaozhi", "->", data)
-        try:
-            await ws.send(data)
-        except ConnectionClosed:
-            log.debug("send on a closed channel dropped")
-            return False
-        return True
+        return await send_frame(self._ws, "xiaozhi", data)
 
     async def _drop_socket(self) -> None:
         ws, self._ws = self._ws, None
@@ -430,6 +406,4 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
             if stats:
                 log.debug("session counters: %s", stats)
             self.session.close()
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 0.5)  # SIGTERM must end the process within 2 s
+        await close_quietly(ws, 0.5)  # SIGTERM must end the process within 2 s
