@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import tempfile
 from collections.abc import Callable
@@ -147,6 +148,10 @@ async def _run(settings: Settings, turns: int | None, reload: Callable[[], Setti
         code = await runtime.run()
         if not runtime.reload_requested:
             return code
+        # The old parts hold reference cycles (tasks, callbacks): free them now, before the new parts
+        # are built, or each restart's garbage waits for a rare full collection and the heap grows.
+        del runtime
+        gc.collect()
         # SIGHUP already loaded the new file; a restart the server asked for reads it now
         if loaded or check_reload():
             settings = loaded.pop()
