@@ -19,7 +19,7 @@ from companion.service.notify import EX_SHUTDOWN_STUCK, SHUTDOWN_GRACE_S
 
 CHILD = """
 import asyncio, sys
-from companion.service.notify import install_signal_handlers
+from companion.service.notify import SignalHandlers
 
 mode = sys.argv[1]
 
@@ -35,7 +35,7 @@ async def main():
     async def on_hup():
         print("hup", flush=True)
 
-    handlers = install_signal_handlers(loop, on_term, on_hup)
+    handlers = SignalHandlers(loop, on_term, on_hup).install()
     print("ready", flush=True)
     await stop.wait()
     handlers.remove()

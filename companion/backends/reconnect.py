@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import CompanionError, ConfigError
+from ..events import Alert, Disconnected, EventSink
 from ..net.backoff import Backoff
 
 T = TypeVar("T")
@@ -41,6 +42,19 @@ class Down:
     was_ready: bool = False  # the channel had been healthy (a lost connection, not a failed one)
     news: bool = True  # first failure with this reason, or the first after a healthy session
     planned: bool = False  # the server asked for the reconnect: at once, logged at INFO
+
+
+def report_down(sink: EventSink, down: Down, *, fix: str, auth_retry_s: float) -> float | None:
+    """The usual `on_down` of a backend with a key: a refused key becomes a fatal alert saying what
+    to check (`fix`) and the next try waits `auth_retry_s` (retrying at once only hammers the server);
+    any other loss is a Disconnected when it is news."""
+    if down.auth_failed:
+        sink(Alert("auth", f"{down.reason}. {fix}", "", True))
+        sink(Disconnected(down.reason, auth_failed=True, retry=False))
+        return auth_retry_s
+    if down.was_ready or down.news:
+        sink(Disconnected(down.reason))
+    return None
 
 
 class ReconnectLoop:

@@ -30,7 +30,7 @@ from ..events import (
 )
 from ..fieldtest.telemetry import Telemetry, TurnRecord, build_telemetry
 from ..indicators import Indicator, NullIndicator
-from ..service.notify import Notifier, Watchdog, install_signal_handlers
+from ..service.notify import Notifier, SignalHandlers, Watchdog
 from ..service.state_dir import state_dir
 from ..tools.server import ToolServer
 from .clock import LoopClock
@@ -307,12 +307,12 @@ class Runtime:
                 self.telemetry.exporter.watch_drops(self.audio_drops)
         signals = None
         if self.options.service:
-            signals = install_signal_handlers(
+            signals = SignalHandlers(
                 asyncio.get_running_loop(),
                 on_term=lambda: self.stop(0),
                 on_hup=self._hup,
                 notifier=self.notifier,
-            )
+            ).install()
         supervisor = Supervisor(
             on_fatal=self._fatal,
             on_down=lambda part, reason: conv.part_down(part, reason) if part == "microphone" else None,

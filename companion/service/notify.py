@@ -357,17 +357,3 @@ async def _finish(awaitable: Awaitable[object], what: str, after: Callable[[], o
 def _hard_exit() -> None:
     os._exit(EX_SHUTDOWN_STUCK)
 
-
-def install_signal_handlers(
-    loop: asyncio.AbstractEventLoop,
-    on_term: Callback,
-    on_hup: Callback | None = None,
-    *,
-    notifier: Notifier | None = None,
-    deadline_s: float | None = SHUTDOWN_GRACE_S,
-    on_deadline: Callable[[], None] | None = None,
-) -> SignalHandlers:
-    """Install SIGTERM/SIGINT/SIGHUP handlers on `loop`; returns them (call `.remove()` on exit)."""
-    return SignalHandlers(
-        loop, on_term, on_hup, notifier=notifier, deadline_s=deadline_s, on_deadline=on_deadline
-    ).install()

@@ -32,7 +32,6 @@ from ...errors import ConfigError
 from ...events import (
     Alert,
     Connected,
-    Disconnected,
     Emotion,
     EventSink,
     ListenMode,
@@ -61,7 +60,7 @@ from ...protocols.chatbot_v3.client import (
     upgrade_headers,
 )
 from ...service.logsetup import log_frame
-from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
+from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, report_down
 from ..reply_player import ReplyPlayer
 from ..websocket_errors import close_reason, upgrade_failure
 from ..websocket_io import close_quietly, send_frame
@@ -181,14 +180,8 @@ class ChatbotV3Backend:
         return was_ready
 
     def _on_down(self, down: Down) -> float | None:
-        if down.auth_failed:  # retrying a refused key at once only hammers the server: wait long
-            fix = f"{down.reason}. Check {self.credential.where}."
-            self._sink(Alert("auth", fix, "", True))
-            self._sink(Disconnected(down.reason, auth_failed=True, retry=False))
-            return self.settings.auth_retry_s
-        if down.was_ready or down.news:
-            self._sink(Disconnected(down.reason))
-        return None
+        fix = f"Check {self.credential.where}."
+        return report_down(self._sink, down, fix=fix, auth_retry_s=self.settings.auth_retry_s)
 
     async def start_listening(self, mode: ListenMode) -> None:
         """Open a voice turn: `agent_action` with the agent's parameters; PCM frames follow."""

@@ -29,7 +29,6 @@ from ...events import (
     Alert,
     BackendEvent,
     Connected,
-    Disconnected,
     EventSink,
     ListenMode,
     SpeechEnded,
@@ -53,7 +52,7 @@ from ...protocols.espai import (
 )
 from ...protocols.espai.wire import SID_TTS_FN
 from ...service.logsetup import log_frame, register_secret
-from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop
+from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, report_down
 from ..reply_player import ReplyPlayer
 from ..websocket_errors import close_reason, upgrade_failure
 from ..websocket_io import close_quietly, send_frame
@@ -151,14 +150,9 @@ class EspaiBackend:
         return planned
 
     def _on_down(self, down: Down) -> float | None:
-        if down.auth_failed:  # a refused device or an empty quota does not change in a second
-            fix = f"{down.reason}. Check espai_device.api_key / ext1..ext7 or COMPANION_ESPAI_DEVICE_KEY."
-            self._sink(Alert("auth", fix, "", True))
-            self._sink(Disconnected(down.reason, auth_failed=True, retry=False))
-            return self.settings.auth_retry_s
-        if down.was_ready or down.news:
-            self._sink(Disconnected(down.reason))
-        return None
+        # a refused device or an empty quota does not change in a second
+        fix = "Check espai_device.api_key / ext1..ext7 or COMPANION_ESPAI_DEVICE_KEY."
+        return report_down(self._sink, down, fix=fix, auth_retry_s=self.settings.auth_retry_s)
 
     async def start_listening(self, mode: ListenMode) -> None:
         """`start`: a new session; audio is held until the server says `iat_start`."""

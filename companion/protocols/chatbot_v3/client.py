@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ...events import Emotion, ReplyText, Transcript
+from ..numbers import whole_number
 from ..oncelog import OnceLog
 
 log = logging.getLogger(__name__)
@@ -220,15 +221,10 @@ def _message(event_type: str, name: str, params: dict[str, Any] | None = None, *
 
 
 def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    """A whole number, also as a string ("3"): chat_bot_v3 sends z_index and statuses either way."""
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value.strip())
-    return None
+    return whole_number(value)
 
 
 def _as_float(value: Any) -> float | None:

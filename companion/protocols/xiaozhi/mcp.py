@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ..numbers import whole_number
 from ..oncelog import OnceLog
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,7 @@ class ToolParam:
         if self.type == "boolean":
             return value if isinstance(value, bool) else None
         if self.type == "integer":
-            if isinstance(value, bool):
-                return None
-            if isinstance(value, int):
-                return value
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            return None
+            return whole_number(value)
         if not isinstance(value, str) or (self.choices and value not in self.choices):
             return None
         return value
