@@ -1,7 +1,8 @@
 """`provision_qiniu` against a local Qiniu management server joined to the echo server's OTA endpoints.
 
 The two local peers stand for the two halves of the real platform: the management API (tests/peers/
-platform_qiniu.py) and the device-facing OTA/activation server (companion/echo_server.py). On the real
+platform_qiniu.py) and the device-facing OTA/activation server (companion/fieldtest/echo_server.py).
+On the real
 platform they share one database; here `LinkedQiniuPeer` joins them: codes the OTA side hands out can be
 bound through the API, and a bind or pre-registration through the API is what the OTA side then sees.
 """
