@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+import stat
 import tomllib
 import types
 import typing
@@ -61,10 +62,14 @@ def setting(
     url: tuple[str, ...] | None = None,
     host_port: bool = False,
     known: Iterable[Any] | None = None,
+    pattern: tuple[str, str] | None = None,
 ) -> Any:
     """A dataclass field with its one-line documentation and limits (`url`: the schemes allowed,
-    `host_port`: a 'host[:port]' address, `known`: the values documented so far, others allowed)."""
+    `host_port`: a 'host[:port]' address, `known`: the values documented so far, others allowed,
+    `pattern`: a regular expression a non-empty value must match, and what it means in words)."""
     meta: dict[str, Any] = {"doc": doc}
+    if pattern is not None:
+        meta["pattern"] = pattern
     if known is not None:
         meta["known"] = tuple(known)
     if url is not None:
@@ -378,7 +383,11 @@ class LedSettings:
 
     brightness: int = setting(60, "LED brightness 0-100", minimum=0, maximum=100)
     show_emotions: bool = setting(True, "tint the speaking animation with the agent's emotion")
-    idle_color: str = setting("", "lamp colour while idle as '#RRGGBB' (e.g. '#201008'); '' = LEDs off")
+    idle_color: str = setting(
+        "",
+        "lamp colour while idle as '#RRGGBB' (e.g. '#201008'); '' = LEDs off",
+        pattern=(r"#?[0-9a-fA-F]{6}", "a colour like '#ff8000'"),
+    )
 
 
 @dataclass(frozen=True)
@@ -494,6 +503,8 @@ def load_settings(path: str | Path | None = None, overrides: Iterable[str] = ())
 
 def _read_text(path: Path) -> str:
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block the read forever
+            raise ConfigError(f"{path}: not a regular file; give the path of a TOML file")
         with path.open("rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
@@ -652,6 +663,10 @@ def _check_value(where: str, hint: Any, meta: Mapping[str, Any], value: Any) -> 
         _check_url(where, value, meta["url"])
     if value and meta.get("host_port"):
         _check_host_port(where, value)
+    if value and "pattern" in meta:
+        regex, meaning = meta["pattern"]
+        if re.fullmatch(regex, value.strip()) is None:
+            raise ConfigError(f"{where}: expected {meaning}, got {value!r}")
     return value
 
 

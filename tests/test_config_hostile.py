@@ -109,6 +109,25 @@ def test_a_directory_as_config_exits_78_with_one_line(tmp_path: Path) -> None:
     assert_one_line_78(run_cli("run", "--config", str(tmp_path)), str(tmp_path))
 
 
+def test_a_fifo_as_config_exits_78_instead_of_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "companion.toml"
+    os.mkfifo(fifo)
+    assert_one_line_78(run_cli("run", "--config", str(fifo), timeout=10), str(fifo), "not a regular file")
+
+
+@pytest.mark.parametrize("colour", ["orange", "#12345", "#1234567", "rgb(1,2,3)"])
+def test_an_idle_colour_that_is_not_rrggbb_is_refused_at_load(tmp_path: Path, colour: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[leds]\nidle_color = {colour!r}\n")
+    line = assert_one_line_78(run_cli("run", "--config", str(path)), str(path), "leds.idle_color")
+    assert "a colour like '#ff8000'" in line
+
+
+@pytest.mark.parametrize("colour", ["#201008", "201008", "#FFaa00", ""])
+def test_idle_colours_as_rrggbb_load(colour: str) -> None:
+    assert load_settings(None, [f"leds.idle_color={colour!r}"]).leds.idle_color == colour
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_an_unreadable_config_exits_78_with_one_line(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
