@@ -356,4 +356,3 @@ async def _finish(awaitable: Awaitable[object], what: str, after: Callable[[], o
 
 def _hard_exit() -> None:
     os._exit(EX_SHUTDOWN_STUCK)
-
