@@ -18,14 +18,13 @@ from companion.config import AudioSettings, VadSettings
 from companion.daemon.clock import ManualClock
 from companion.daemon.conversation import (
     FOLLOW_UP_S,
-    MAX_REPLY_S,
     MAX_TURN_TEXT,
-    REPLY_STALL_S,
     REPLY_TIMEOUT_S,
     TRANSITIONS,
     Conversation,
     Turn,
 )
+from companion.daemon.reply_watchdog import MAX_REPLY_S, REPLY_STALL_S
 from companion.events import (
     Alert,
     Connected,

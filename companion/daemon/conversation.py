@@ -40,6 +40,8 @@ from ..events import (
 from ..protocols.oncelog import shorten
 from .clock import Alarm, Clock, LoopClock
 from .listeners import Listeners
+from .reply_watchdog import ReplyWatchdog
+from .transitions import TRANSITIONS
 from .turn import Turn
 from .uplink_streamer import UplinkStreamer
 
@@ -48,21 +50,9 @@ __all__ = ["TRANSITIONS", "Conversation", "Turn"]
 log = logging.getLogger(__name__)
 
 S = DeviceState
-TRANSITIONS: dict[DeviceState, frozenset[DeviceState]] = {
-    S.CONNECTING: frozenset({S.IDLE, S.OFFLINE, S.ERROR, S.ACTIVATING}),
-    S.ACTIVATING: frozenset({S.CONNECTING, S.IDLE, S.OFFLINE, S.ERROR}),
-    S.IDLE: frozenset({S.LISTENING, S.SPEAKING, S.THINKING, S.CONNECTING, S.OFFLINE, S.ERROR}),
-    S.LISTENING: frozenset({S.THINKING, S.SPEAKING, S.IDLE, S.OFFLINE, S.ERROR, S.CONNECTING}),
-    S.THINKING: frozenset({S.SPEAKING, S.IDLE, S.LISTENING, S.OFFLINE, S.ERROR, S.CONNECTING}),
-    S.SPEAKING: frozenset({S.IDLE, S.LISTENING, S.OFFLINE, S.ERROR, S.CONNECTING}),
-    S.OFFLINE: frozenset({S.CONNECTING, S.IDLE, S.ERROR, S.ACTIVATING}),
-    S.ERROR: frozenset({S.CONNECTING, S.IDLE, S.OFFLINE, S.ACTIVATING}),
-}
 
 REPLY_TIMEOUT_S = 15.0
 FOLLOW_UP_S = 8.0
-REPLY_STALL_S = 30.0  # speaking with no reply audio this long: the server is stuck, the reply ends
-MAX_REPLY_S = 600.0  # no reply holds the device in `speaking` longer than this
 MAX_TURN_TEXT = 2000  # characters of a transcript, and of a reply, kept in the turn's record
 TOOL_CALL_DISPLAY = "%"  # an stt starting with this is the server showing a tool call
 LOG_TEXT_CHARS = 200  # a server's text in the log is cut to this
@@ -113,8 +103,11 @@ class Conversation:
         self._state_changed = asyncio.Event()
         self._last_voice = 0.0
         self._cause = "start-up"  # the input being handled, for the log of a refused transition
-        self._reply_began = self._reply_heard = (
-            0.0  # while speaking: when the reply, and its last audio, came
+        self._watchdog = ReplyWatchdog(
+            self._alarm,
+            self.clock,
+            speaking=lambda: self.state is S.SPEAKING,
+            still_playing=lambda: self.speaker.buffer.buffered() > 0,
         )
 
     # ------------------------------------------------------------------ state and emotion
@@ -454,37 +447,20 @@ class Conversation:
             self._stop_streaming()
         self.playback.begin_reply()
         self.set_state(S.SPEAKING)
-        now = self.clock.now()
-        self._reply_began = self._reply_heard = now
-        self._alarm.set(REPLY_STALL_S, self._check_reply)
+        self._watchdog.start(self._cut_reply)
 
     def _on_speech_audio(self, event: SpeechAudio) -> None:
         if self.state is not S.SPEAKING or self.turn is None:
             self.playback.discard()
             return
-        now = self.clock.now()
-        self._reply_heard = now
-        self.turn.mark("first_reply_audio", now)
+        self._watchdog.heard()
+        self.turn.mark("first_reply_audio", self.clock.now())
         self.turn.bytes_down += len(event.payload)
         self.playback.play(event)
 
-    def _check_reply(self) -> None:
-        """While speaking: a server that stops sending audio, or never stops, cannot hold the device."""
-        if self.state is not S.SPEAKING:
-            return
-        now = self.clock.now()
-        if self.speaker.buffer.buffered() > 0:  # still playing what came: a burst sent ahead is not a stall
-            self._reply_heard = now
-        silent, length = now - self._reply_heard, now - self._reply_began
-        if silent < REPLY_STALL_S and length < MAX_REPLY_S:
-            self._alarm.set(min(REPLY_STALL_S - silent, MAX_REPLY_S - length), self._check_reply)
-            return
+    def _cut_reply(self, why: str) -> None:
+        """The watchdog's verdict: the server kept the device speaking; the reply ends now."""
         self._cause = "reply watchdog"
-        why = (
-            f"no reply audio for {silent:.0f} s"
-            if silent >= REPLY_STALL_S
-            else f"longer than {MAX_REPLY_S:.0f} s"
-        )
         log.warning("reply ended: %s (the server kept the device speaking)", why)
         if self.turn is not None:
             self.turn.errors.append(f"reply cut: {why}")
