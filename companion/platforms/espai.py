@@ -16,7 +16,7 @@ from typing import Any
 from ..service.logsetup import register_secret
 from .envelopes import ESPAI, unwrap_espai
 from .errors import PlatformError
-from .fields import ApiModel, as_dict, as_list, get_bool, get_int, set_fields, wire
+from .fields import RawReply, as_dict, as_list, get_bool, get_int, set_fields, wire
 from .transport import DEFAULT_TIMEOUT_S, RetryPolicy, Sleep, Transport, TransportClient, normalise_base_url
 
 DEFAULT_BASE_URL = "https://api.espai2.fun"
@@ -57,7 +57,7 @@ def _as_text(_name: str, value: Any) -> str:
 
 
 @dataclass(frozen=True)
-class EspAgent(ApiModel):
+class EspAgent(RawReply):
     """An agent (超体) with its `config` decoded (None if absent or broken; see `config_error`)."""
 
     id: str
@@ -78,7 +78,6 @@ class EspAgent(ApiModel):
     update_time: int | None = None
     config: dict[str, Any] | None = wire(read=lambda obj: decode_config(obj.get("config"))[0], default=None)
     config_error: str | None = wire(read=lambda obj: decode_config(obj.get("config"))[1], default=None)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"EspAgent(id={self.id!r}, name={self.name!r})"
@@ -166,7 +165,7 @@ class EspAgentUpdate:
 
 
 @dataclass(frozen=True)
-class EspDevice(ApiModel):
+class EspDevice(RawReply):
     """A hardware device registered on the platform; `device_id` is its MAC."""
 
     id: str
@@ -177,7 +176,6 @@ class EspDevice(ApiModel):
     enabled: bool | None = wire("enable", default=None)
     online: bool | None = wire("is_online", default=None)
     version: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

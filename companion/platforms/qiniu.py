@@ -13,7 +13,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import quote
 
 from ..service.logsetup import register_secret
@@ -106,6 +106,17 @@ def merge_objects(current: Mapping[str, Any], given: Mapping[str, Any]) -> dict[
     return merged
 
 
+class _SendArgs(TypedDict, total=False):
+    """The keyword arguments of `QiniuClient._send`, which `_call` passes on."""
+
+    params: Mapping[str, str] | None
+    body: Any
+    auth: bool
+    idempotent: bool | None
+    base: str | None
+    label: str | None
+
+
 class QiniuClient(TransportClient):
     """An async client; use `async with QiniuClient(token) as client:`.
 
@@ -145,23 +156,11 @@ class QiniuClient(TransportClient):
         return headers
 
     async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
-        auth: bool = True,
-        idempotent: bool | None = None,
-        hints: Mapping[int, str] | None = None,
-        base: str | None = None,
-        label: str | None = None,
+        self, method: str, path: str, *, hints: Mapping[int, str] | None = None, **send: Unpack[_SendArgs]
     ) -> dict[str, Any]:
-        """One enveloped call; returns the whole body (data plus siblings such as nextCursor)."""
-        reply = await self._send(
-            method, path, params=params, body=body, auth=auth, idempotent=idempotent, base=base, label=label
-        )
-        return unwrap_qiniu(reply, hints)
+        """One enveloped call (`send` as for `_send`); returns the whole body (data plus siblings such as
+        nextCursor)."""
+        return unwrap_qiniu(await self._send(method, path, **send), hints)
 
     async def _send(
         self,
