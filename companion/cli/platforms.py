@@ -174,6 +174,11 @@ def emit_rows(
     )
 
 
+def emit_item(as_json: bool, item: Described) -> None:
+    """One object as the platform sent it (with --json), or as `key: value` lines of that object."""
+    emit(as_json, item.raw, lambda: pairs(item.raw.items()))
+
+
 # -- readable output -------------------------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ from .platforms import (
     command,
     confirm,
     emit,
+    emit_item,
     emit_rows,
     json_option,
     local_time,
@@ -304,7 +305,7 @@ def agents_search(opts: QiniuOptions, query: str, by: str, as_json: bool) -> Non
 def agents_show(opts: QiniuOptions, agent: str, as_json: bool) -> None:
     """One agent's full configuration; AGENT is an id or an exact name."""
     _, item = opts.call(on_agent(agent, lambda client, agent_id: client.get_agent(agent_id)))
-    emit(as_json, item.raw, lambda: pairs(item.raw.items()))
+    emit_item(as_json, item)
 
 
 @command(agents, "create")
@@ -631,10 +632,6 @@ def prereg() -> None:
     """Pre-registered devices: list, show, delete."""
 
 
-def _prereg_pairs(device: Any) -> str:
-    return pairs(device.raw.items())
-
-
 @command(prereg, "list")
 @click.argument("agent")
 def prereg_list(opts: QiniuOptions, agent: str, as_json: bool) -> None:
@@ -655,7 +652,7 @@ def prereg_show(opts: QiniuOptions, mac: str, as_json: bool) -> None:
     device = opts.call(lambda client: client.get_preregistered(mac))
     if device is None:
         raise PlatformError(f"Qiniu: {mac} is not pre-registered")
-    emit(as_json, device.raw, lambda: _prereg_pairs(device))
+    emit_item(as_json, device)
 
 
 @command(prereg, "delete")

@@ -12,8 +12,8 @@ import dataclasses
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict, Unpack
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 from ..service.logsetup import register_secret
@@ -50,6 +50,7 @@ DEFAULT_LOGIN_URL = "https://xrobo.qiniuapi.com"
 AGENT_ID = re.compile(r"[a-f0-9]{32}")
 SEARCH_TYPES = ("name", "mac", "agent_id")
 ENDPOINT_ABSENT = 404  # what a server answers for a call it does not have (the seeds name no search)
+T = TypeVar("T")
 MAX_PAGES = 10_000  # a server that never ends its cursor chain must not keep us forever
 
 # Codes of `device/bind/{agentId}/{code}` (seed 000, device API docs).
@@ -249,23 +250,36 @@ class QiniuClient(TransportClient):
 
     async def list_agents(self, page_size: int = 100) -> list[Agent]:
         """All agents, following `nextCursor` to the end (`page_size` is clamped by the server to 1-100)."""
-        agents: list[Agent] = []
+
+        def page_of(body: dict[str, Any]) -> tuple[list[Agent], str | None]:
+            return [Agent.from_api(item) for item in as_list(body.get("data"))], get_str(body, "nextCursor")
+
+        return await self._all_pages("/xiaozhi/agent/list", "agent list", page_size, page_of)
+
+    async def _all_pages(
+        self,
+        path: str,
+        what: str,
+        page_size: int,
+        page_of: Callable[[dict[str, Any]], tuple[list[T], str | None]],
+    ) -> list[T]:
+        """Every item of a cursor-paged list: `page_of(body)` gives a page's items and the next cursor;
+        an empty page or no cursor ends it, a repeated cursor or MAX_PAGES pages is an error."""
+        items: list[T] = []
         cursor: str | None = None
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
             params = {"limit": str(page_size)}
             if cursor:
                 params["cursor"] = cursor
-            body = await self._call("GET", "/xiaozhi/agent/list", params=params)
-            page = as_list(body.get("data"))
-            agents.extend(Agent.from_api(item) for item in page)
-            cursor = get_str(body, "nextCursor")
+            page, cursor = page_of(await self._call("GET", path, params=params))
+            items.extend(page)
             if not cursor or not page:
-                return agents
+                return items
             if cursor in seen:
-                raise PlatformError(f"Qiniu: the agent list repeated cursor {cursor}; stopping")
+                raise PlatformError(f"Qiniu: the {what} repeated cursor {cursor}; stopping")
             seen.add(cursor)
-        raise PlatformError(f"Qiniu: the agent list did not end after {MAX_PAGES} pages")
+        raise PlatformError(f"Qiniu: the {what} did not end after {MAX_PAGES} pages")
 
     async def search_agents(self, query: str, by: str = "name") -> list[Agent]:
         """Agents whose name starts with `query`, or bound to MAC `query`, or with id `query`."""
@@ -423,24 +437,14 @@ class QiniuClient(TransportClient):
 
     async def list_preregistered(self, agent_id: str, page_size: int = 100) -> list[PreregDevice]:
         """All devices pre-registered to the agent, following `next_cursor` to the end."""
-        devices: list[PreregDevice] = []
-        cursor: str | None = None
-        seen: set[str] = set()
-        for _ in range(MAX_PAGES):
-            params = {"limit": str(page_size)}
-            if cursor:
-                params["cursor"] = cursor
-            body = await self._call("GET", f"/v1/pre-register/agents/{_seg(agent_id)}/devices", params=params)
+
+        def page_of(body: dict[str, Any]) -> tuple[list[PreregDevice], str | None]:
             data = as_dict(body.get("data"))
-            page = as_list(data.get("devices"))
-            devices.extend(PreregDevice.from_api(item) for item in page)
-            cursor = get_str(data, "next_cursor")
-            if not cursor or not page:
-                return devices
-            if cursor in seen:
-                raise PlatformError(f"Qiniu: the pre-register list repeated cursor {cursor}; stopping")
-            seen.add(cursor)
-        raise PlatformError(f"Qiniu: the pre-register list did not end after {MAX_PAGES} pages")
+            devices = [PreregDevice.from_api(item) for item in as_list(data.get("devices"))]
+            return devices, get_str(data, "next_cursor")
+
+        path = f"/v1/pre-register/agents/{_seg(agent_id)}/devices"
+        return await self._all_pages(path, "pre-register list", page_size, page_of)
 
     async def get_preregistered(self, mac: str) -> PreregDevice | None:
         """The pre-registration of `mac`, or None when there is none (404)."""
