@@ -25,13 +25,15 @@ from .platforms import (
     confirm,
     emit,
     emit_rows,
+    input_file_option,
     local_time_ms,
     mask,
     mask_keys,
     pairs,
     platform_group,
-    read_structured_file,
+    read_object_file,
     save_file,
+    url_option,
 )
 
 
@@ -52,11 +54,10 @@ def client_for(opts: EspAiOptions) -> EspAiClient:
     "agent API host (default https://api.espai2.fun; also used for devices when given)",
     client_for,
 )
-@click.option(
+@url_option(
     "--devices-url",
-    envvar="COMPANION_ESPAI_DEVICES_URL",
-    metavar="URL",
-    help="device API host (default https://api.espai.fun, or --base-url when that is given)",
+    "COMPANION_ESPAI_DEVICES_URL",
+    "device API host (default https://api.espai.fun, or --base-url when that is given)",
 )
 def espai() -> None:
     """ESP-AI open platform: agents (超体) and devices.
@@ -167,17 +168,10 @@ def agents_add(
 
 @command(agents, "update")
 @click.argument("agent_id")
-@click.option(
-    "--file",
-    "file_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="TOML or JSON object: name, enable, sort, …, and `config` as a table/object",
+@input_file_option(
+    "--file", "file_path", help="TOML or JSON object: name, enable, sort, …, and `config` as a table/object"
 )
-@click.option(
-    "--config-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="TOML or JSON holding just the config object",
-)
+@input_file_option("--config-file", help="TOML or JSON holding just the config object")
 @click.option("--name")
 @click.option("--cdkey-id")
 @click.option("--type", "type_")
@@ -202,15 +196,9 @@ def agents_update(
     """Change an agent; `config` is encoded to the JSON string the platform stores. Options win over files."""
     data: dict[str, Any] = {}
     if file_path:
-        loaded = read_structured_file(file_path)
-        if not isinstance(loaded, dict):
-            raise PlatformError(f"{file_path}: expected an object of agent fields")
-        data.update(loaded)
+        data.update(read_object_file(file_path, "an object of agent fields"))
     if config_file:
-        loaded = read_structured_file(config_file)
-        if not isinstance(loaded, dict):
-            raise PlatformError(f"{config_file}: expected the config object")
-        data["config"] = loaded
+        data["config"] = read_object_file(config_file, "the config object")
     given = {
         "name": name,
         "cdkey_id": cdkey_id,

@@ -39,15 +39,18 @@ from .platforms import (
     emit,
     emit_item,
     emit_rows,
+    input_file_option,
     json_option,
     local_time,
     pairs,
     platform_group,
+    read_object_file,
     read_structured_file,
     read_text_file,
     save_file,
     secret_input,
     table,
+    url_option,
 )
 
 T = TypeVar("T")
@@ -76,11 +79,10 @@ def client_for(opts: QiniuOptions, *, authenticated: bool = True, token: str | N
     "management host (default https://xrobo.qiniu.com; also used for login when given)",
     client_for,
 )
-@click.option(
+@url_option(
     "--login-url",
-    envvar="COMPANION_QINIU_LOGIN_URL",
-    metavar="URL",
-    help="login host (default https://xrobo.qiniuapi.com, or --base-url when that is given)",
+    "COMPANION_QINIU_LOGIN_URL",
+    "login host (default https://xrobo.qiniuapi.com, or --base-url when that is given)",
 )
 def qiniu() -> None:
     """Qiniu 灵矽 xiaozhi platform: account, agents, devices, chat history, voice clones.
@@ -308,15 +310,16 @@ def agents_show(opts: QiniuOptions, agent: str, as_json: bool) -> None:
     emit_item(as_json, item)
 
 
+_system_prompt_file_option = input_file_option("--system-prompt-file", help="systemPrompt from a file")
+
+
 @command(agents, "create")
 @click.option("--name", required=True, help="agentName")
 @click.option("--assistant-name", help="assistantName: what the agent calls itself ({{assistant_name}})")
 @click.option("--lang-code", help="langCode, e.g. zh")
 @click.option("--tts-voice", "tts_voice_id", help="ttsVoiceId")
 @click.option("--system-prompt", help="systemPrompt (the role)")
-@click.option(
-    "--system-prompt-file", type=click.Path(exists=True, dir_okay=False), help="systemPrompt from a file"
-)
+@_system_prompt_file_option
 @click.option("--llm-model", "llm_model_id", help="llmModelId")
 @click.option("--memory-model", "mem_model_id", help="memModelId, e.g. Memory_nomem")
 @click.option("--intent-model", "intent_model_id", help="intentModelId, e.g. Intent_function_call")
@@ -421,9 +424,7 @@ def build_agent_update(
     """The update from a JSON/TOML file (API field names) overlaid with the command-line options."""
     base = AgentUpdate()
     if file_path:
-        data = read_structured_file(file_path)
-        if not isinstance(data, dict):
-            raise PlatformError(f"{file_path}: expected an object of agent fields")
+        data = read_object_file(file_path, "an object of agent fields")
         base = AgentUpdate.from_api_fields(data, file_path)
     changes: dict[str, Any] = {}
     for _, dest, _, _ in _UPDATE_OPTIONS:
@@ -455,19 +456,14 @@ def build_agent_update(
 
 @command(agents, "update")
 @click.argument("agent")
-@click.option(
+@input_file_option(
     "--from-file",
     "file_path",
-    type=click.Path(exists=True, dir_okay=False),
     help="JSON or TOML object of agent fields (API names, e.g. systemPrompt, extra); options win",
 )
-@click.option(
-    "--system-prompt-file", type=click.Path(exists=True, dir_okay=False), help="systemPrompt from a file"
-)
-@click.option(
-    "--functions-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="functions: JSON list (or TOML [[functions]]) of {pluginId, paramInfo}",
+@_system_prompt_file_option
+@input_file_option(
+    "--functions-file", help="functions: JSON list (or TOML [[functions]]) of {pluginId, paramInfo}"
 )
 @_update_options
 def agents_update(

@@ -19,6 +19,7 @@ from .platforms import (
     emit,
     emit_item,
     emit_rows,
+    input_file_option,
     json_option,
     local_time_ms,
     platform_group,
@@ -664,9 +665,7 @@ def actions_cmd(as_json: bool) -> None:
 @click.argument("action", required=False)
 @click.argument("device_id", required=False)
 @click.option("--params", help="JSON object of the action's parameters (snake_case, as documented)")
-@click.option(
-    "--params-file", type=click.Path(exists=True, dir_okay=False), help="the parameters from a JSON/TOML file"
-)
+@input_file_option("--params-file", help="the parameters from a JSON/TOML file")
 @click.option(
     "--method", type=click.Choice(METHODS, case_sensitive=False), help="with --path: the HTTP method"
 )

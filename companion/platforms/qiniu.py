@@ -20,7 +20,7 @@ from ..service.logsetup import register_secret
 from .envelopes import unwrap_qiniu, unwrap_qiniu_bare
 from .errors import CredentialMissing, PlatformAPIError, PlatformError
 from .fields import as_dict, as_list, get_int, get_str
-from .mac import normalise_mac
+from .mac import is_mac, normalise_mac
 from .qiniu_models import (
     Agent,
     AgentCreate,
@@ -406,7 +406,7 @@ class QiniuClient(TransportClient):
         )
         data = body.get("data")
         mac = get_str(as_dict(data), "macAddress")
-        return BindResult(mac=normalise_mac(mac) if mac and _is_mac(mac) else mac, raw=data)
+        return BindResult(mac=normalise_mac(mac) if mac and is_mac(mac) else mac, raw=data)
 
     async def preregister(
         self, agent_id: str, macs: Sequence[str], serial_numbers: Sequence[str] = ()
@@ -539,11 +539,3 @@ def _seg(value: str) -> str:
     if not value:
         raise PlatformError("an empty id was given")
     return quote(value, safe=":")
-
-
-def _is_mac(text: str) -> bool:
-    try:
-        normalise_mac(text)
-    except PlatformError:
-        return False
-    return True
