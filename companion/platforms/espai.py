@@ -7,17 +7,16 @@ encoded on the way out, so callers only ever see an object. Errors are `success:
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from ..service.logsetup import register_secret
 from .envelopes import ESPAI, unwrap_espai
 from .errors import PlatformError
 from .fields import RawReply, as_dict, as_list, get_bool, get_int, set_fields, wire
-from .transport import DEFAULT_TIMEOUT_S, RetryPolicy, Sleep, Transport, TransportClient, normalise_base_url
+from .transport import TransportClient, TransportOptions, normalise_base_url
 
 DEFAULT_BASE_URL = "https://api.espai2.fun"
 DEFAULT_DEVICES_URL = "https://api.espai.fun"  # the device API is documented on the older host
@@ -213,9 +212,7 @@ class EspAiClient(TransportClient):
         *,
         base_url: str = DEFAULT_BASE_URL,
         devices_url: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        retry: RetryPolicy | None = None,
-        sleep: Sleep = asyncio.sleep,
+        **transport: Unpack[TransportOptions],
     ) -> None:
         if not key:
             raise PlatformError("ESP-AI: the open API key is empty")
@@ -225,7 +222,7 @@ class EspAiClient(TransportClient):
         self.devices_url = normalise_base_url(devices_url, "devices URL")
         self._key = key
         register_secret(key)
-        self._transport = Transport(ESPAI, timeout_s=timeout_s, retry=retry, sleep=sleep)
+        super().__init__(ESPAI, **transport)
 
     def __repr__(self) -> str:
         return f"EspAiClient(base_url={self.base_url!r})"

@@ -7,7 +7,6 @@ on HTTP 200), and only calls that cannot do anything twice are retried.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import re
@@ -36,12 +35,9 @@ from .qiniu_models import (
     VoiceClone,
 )
 from .transport import (
-    DEFAULT_TIMEOUT_S,
     Reply,
-    RetryPolicy,
-    Sleep,
-    Transport,
     TransportClient,
+    TransportOptions,
     normalise_base_url,
 )
 
@@ -131,9 +127,7 @@ class QiniuClient(TransportClient):
         *,
         base_url: str = DEFAULT_BASE_URL,
         login_url: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        retry: RetryPolicy | None = None,
-        sleep: Sleep = asyncio.sleep,
+        **transport: Unpack[TransportOptions],
     ) -> None:
         self.base_url = normalise_base_url(base_url)
         if login_url is None:
@@ -142,7 +136,7 @@ class QiniuClient(TransportClient):
         self._token = token
         if token:
             register_secret(token)
-        self._transport = Transport("Qiniu", timeout_s=timeout_s, retry=retry, sleep=sleep)
+        super().__init__("Qiniu", **transport)
 
     # -- plumbing ---------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, Unpack
 from urllib.parse import quote
 
 from ..service.logsetup import register_secret
@@ -23,12 +23,9 @@ from .envelopes import TUYA, TUYA_TOKEN_CODES, unwrap_tuya
 from .errors import PlatformAPIError, PlatformAuthError, PlatformError
 from .fields import as_dict, as_list, get_int
 from .transport import (
-    DEFAULT_TIMEOUT_S,
     Reply,
-    RetryPolicy,
-    Sleep,
-    Transport,
     TransportClient,
+    TransportOptions,
     host_of,
     normalise_base_url,
 )
@@ -262,10 +259,8 @@ class TuyaClient(TransportClient):
         *,
         region: str = DEFAULT_REGION,
         base_url: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        retry: RetryPolicy | None = None,
-        sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        **transport: Unpack[TransportOptions],
     ) -> None:
         if not client_id or not secret:
             raise PlatformError("Tuya: the client id and the secret are both needed")
@@ -277,7 +272,7 @@ class TuyaClient(TransportClient):
         self._clock = clock
         self._token: TuyaToken | None = None
         self._lock = asyncio.Lock()
-        self._transport = Transport(TUYA, timeout_s=timeout_s, retry=retry, sleep=sleep)
+        super().__init__(TUYA, **transport)
 
     def __repr__(self) -> str:
         return f"TuyaClient(base_url={self.base_url!r})"
