@@ -701,17 +701,17 @@ def voice_clone() -> None:
     """Voice clones: create a slot, train it from an audio URL, follow its state, list, delete."""
 
 
-def _clone_text(clone: Any) -> str:
-    return pairs(
-        [
-            ("id", clone.id),
-            ("name", clone.name),
-            ("state", clone.state),
-            ("language", clone.language),
-            ("tier", clone.tier),
-            ("demo", clone.demo_url),
-        ]
-    )
+def _emit_clone(as_json: bool, clone: VoiceClone) -> None:
+    """A voice clone as the platform sent it (with --json), or its id, name, state, language, tier, demo."""
+    fields = [
+        ("id", clone.id),
+        ("name", clone.name),
+        ("state", clone.state),
+        ("language", clone.language),
+        ("tier", clone.tier),
+        ("demo", clone.demo_url),
+    ]
+    emit(as_json, clone.raw, lambda: pairs(fields))
 
 
 @command(voice_clone, "create")
@@ -720,7 +720,7 @@ def _clone_text(clone: Any) -> str:
 def clone_create(opts: QiniuOptions, language: str, tier: str, as_json: bool) -> None:
     """Create an empty voice-clone slot (state Init)."""
     clone = opts.call(lambda client: client.create_voice_clone(language, tier))
-    emit(as_json, clone.raw, lambda: _clone_text(clone))
+    _emit_clone(as_json, clone)
 
 
 @command(voice_clone, "upload")
@@ -730,7 +730,7 @@ def clone_create(opts: QiniuOptions, language: str, tier: str, as_json: bool) ->
 def clone_upload(opts: QiniuOptions, clone_id: str, name: str, audio_url: str | None, as_json: bool) -> None:
     """Give the slot its recording (by URL) and start training; a paid slot uses quota each time."""
     clone = opts.call(lambda client: client.train_voice_clone(clone_id, name, audio_url))
-    emit(as_json, clone.raw, lambda: _clone_text(clone))
+    _emit_clone(as_json, clone)
 
 
 @command(voice_clone, "status")
@@ -771,7 +771,7 @@ def clone_status(
         return clone
 
     clone = opts.call(follow)
-    emit(as_json, clone.raw, lambda: _clone_text(clone))
+    _emit_clone(as_json, clone)
     if wait and clone.state == "Failed":
         click.get_current_context().exit(1)
 
