@@ -91,17 +91,21 @@ def group_options(env_prefix: str, base_help: str) -> Callable[[F], F]:
             envvar="COMPANION_CREDENTIALS_FILE",
             help="TOML file with the platform's secret (mode 0600); see docs/platforms.md",
         )(func)
-        func = click.option(
-            "--timeout",
-            "timeout_s",
-            type=click.FloatRange(1, 600),
-            default=20.0,
-            show_default=True,
-            help="seconds before a call is given up",
+        func = seconds_option(
+            "--timeout", "timeout_s", low=1, high=600, default=20.0, help="seconds before a call is given up"
         )(func)
         return url_option("--base-url", f"{env_prefix}_BASE_URL", base_help)(func)
 
     return decorate
+
+
+def seconds_option(
+    *param_decls: str, low: float, high: float | None = None, default: float, help: str
+) -> Callable[[F], F]:
+    """A duration in seconds between `low` and `high` (no upper bound when None); --help shows the default."""
+    return click.option(
+        *param_decls, type=click.FloatRange(low, high), default=default, show_default=True, help=help
+    )
 
 
 def url_option(flag: str, envvar: str, help: str) -> Callable[[F], F]:

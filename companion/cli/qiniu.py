@@ -48,6 +48,7 @@ from .platforms import (
     read_structured_file,
     read_text_file,
     save_file,
+    seconds_option,
     secret_input,
     table,
     url_option,
@@ -736,20 +737,8 @@ def clone_upload(opts: QiniuOptions, clone_id: str, name: str, audio_url: str | 
 @command(voice_clone, "status")
 @click.argument("clone_id")
 @click.option("--wait", is_flag=True, help="poll until the state is Success or Failed")
-@click.option(
-    "--interval",
-    type=click.FloatRange(0.01, 600),
-    default=10.0,
-    show_default=True,
-    help="seconds between polls with --wait",
-)
-@click.option(
-    "--wait-timeout",
-    type=click.FloatRange(1),
-    default=1800.0,
-    show_default=True,
-    help="give up waiting after this many seconds",
-)
+@seconds_option("--interval", low=0.01, high=600, default=10.0, help="seconds between polls with --wait")
+@seconds_option("--wait-timeout", low=1, default=1800.0, help="give up waiting after this many seconds")
 def clone_status(
     opts: QiniuOptions, clone_id: str, wait: bool, interval: float, wait_timeout: float, as_json: bool
 ) -> None:
