@@ -24,8 +24,8 @@ from companion.platforms.errors import (
     PlatformError,
     PlatformUnavailable,
 )
-from companion.platforms.fields import ApiModel, set_fields, wire
-from companion.platforms.mac import normalise_mac, parse_mac, same_mac
+from companion.platforms.fields import ApiModel, RawReply, set_fields, wire
+from companion.platforms.mac import is_mac, normalise_mac, parse_mac, same_mac
 from companion.platforms.transport import Reply, RetryPolicy, Transport
 from companion.service.state_dir import state_dir, state_dir_path, write_private
 from tests.peers.platform_http import free_port, isolate_platform_env
@@ -262,12 +262,14 @@ def test_every_spelling_of_a_mac_normalises_to_one_form(raw: bytes, sep: str, up
     assert normalise_mac(text, upper=True) == canonical.upper()
     assert same_mac(text, canonical.upper())
     assert parse_mac(text) == raw.hex()
+    assert is_mac(text)
 
 
 @pytest.mark.parametrize("bad", ["", "aa:bb:cc", "gg:bb:cc:dd:ee:ff", "aa:bb:cc:dd:ee:ff:00"])
 def test_things_that_are_not_macs_are_refused(bad: str) -> None:
     with pytest.raises(PlatformError, match="not a MAC address"):
         parse_mac(bad)
+    assert not is_mac(bad)
 
 
 # -- readable output -------------------------------------------------------------------------------
@@ -309,7 +311,7 @@ class _Part(ApiModel):
 
 
 @dataclass(frozen=True)
-class _Thing(ApiModel):
+class _Thing(RawReply):
     wire_case = "camel"
 
     thing_id: str = wire(required="no thing id")
@@ -321,7 +323,6 @@ class _Thing(ApiModel):
     parts: list[_Part] = field(default_factory=list)
     extra: dict[str, Any] | None = None
     owner: str | None = wire("ownerId", "owner_id", default=None)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def test_a_declared_reply_reads_what_the_platforms_really_send() -> None:
@@ -348,6 +349,12 @@ def test_a_declared_reply_reads_what_the_platforms_really_send() -> None:
         raw=data,
     )
     assert thing.display_name is None and thing.extra is None
+
+
+def test_a_reply_keeps_raw_as_a_keyword_after_its_own_fields_and_out_of_its_repr() -> None:
+    thing = _Thing("7", "name", raw={"thingId": "7"})
+    assert (thing.thing_id, thing.display_name, thing.raw) == ("7", "name", {"thingId": "7"})
+    assert "raw" not in repr(thing) and _Thing("8").raw == {}
 
 
 def test_a_reply_without_a_required_field_is_refused_with_its_message() -> None:

@@ -196,6 +196,97 @@ def test_cli_update_from_a_toml_file_encodes_the_config(
     assert json.loads(stored["config"])["llm_init_messages"][0]["content"] == "你是小明同学。"
 
 
+CARD = "772868ead56c48d68fd1924aa5ec3aac"  # the quota card the peer knows
+
+
+def test_cli_add_sends_each_option_as_the_field_it_names(peer: EspAiPeer, cli_env: dict[str, str]) -> None:
+    source = peer.add_agent("source")
+    result = invoke(
+        cli_env,
+        "agents",
+        "add",
+        "--name",
+        "琳琅",
+        "--cdkey-id",
+        CARD,
+        "--type",
+        "1",
+        "--enabled",
+        "--model-id",
+        "001",
+        "--sort",
+        "7",
+        "--server-id",
+        "node2",
+        "--copy",
+        source,
+    )
+    assert result.exit_code == 0, result.output
+    assert peer.sent(path_prefix="/equipment/add")[0].json() == {
+        "cdkey_id": CARD,
+        "name": "琳琅",
+        "type": "1",
+        "enable": "1",
+        "model_id": "001",
+        "sort": "7",
+        "server_id": "node2",
+        "copy": source,
+    }
+    assert result.output.startswith("added agent ") and "(琳琅)" in result.output
+
+
+def test_cli_devices_list_sends_each_filter_option_as_the_field_it_names(
+    peer: EspAiPeer, cli_env: dict[str, str]
+) -> None:
+    result = invoke(
+        cli_env,
+        "devices",
+        "list",
+        "--name",
+        "kitchen",
+        "--mac",
+        "aa:bb:cc:dd:ee:01",
+        "--bin-id",
+        "b1",
+        "--version",
+        "1.2",
+        "--disabled",
+        "--offline",
+        "--type",
+        "0",
+        "--page",
+        "2",
+        "--limit",
+        "5",
+    )
+    assert result.exit_code == 0, result.output
+    assert peer.sent(path_prefix="/devices/list")[0].json() == {
+        "name": "kitchen",
+        "device_id": "aa:bb:cc:dd:ee:01",
+        "bin_id": "b1",
+        "version": "1.2",
+        "enable": "0",
+        "is_online": "0",
+        "type": "0",
+        "page": "2",
+        "limit": "5",
+    }
+
+
+def test_cli_update_refuses_a_file_that_holds_no_object_and_sends_nothing(
+    peer: EspAiPeer, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    agent_id = peer.add_agent("a")
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]", encoding="utf-8")
+    as_fields = invoke(cli_env, "agents", "update", agent_id, "--file", str(listed))
+    as_config = invoke(cli_env, "agents", "update", agent_id, "--config-file", str(listed))
+    assert as_fields.exit_code == 1 and as_config.exit_code == 1
+    assert as_fields.output == f"companion: {listed}: expected an object of agent fields\n"
+    assert as_config.output == f"companion: {listed}: expected the config object\n"
+    assert peer.sent(path_prefix="/equipment/update") == []
+
+
 def test_cli_delete_asks_unless_yes(peer: EspAiPeer, cli_env: dict[str, str]) -> None:
     agent_id = peer.add_agent("a")
     refused = invoke(cli_env, "agents", "delete", agent_id, input="n\n")

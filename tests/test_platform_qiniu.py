@@ -124,6 +124,16 @@ async def test_a_server_that_repeats_its_cursor_is_stopped(peer: QiniuPeer, toke
             await qiniu.list_agents()
 
 
+async def test_a_preregister_list_that_repeats_its_cursor_is_stopped(peer: QiniuPeer, token: str) -> None:
+    device = {"id": "p1", "mac_address": "02:00:00:00:00:01"}
+    loop = Answer.json({"code": 0, "msg": "success", "data": {"devices": [device], "next_cursor": "c1"}})
+    peer.inject(loop, loop)
+    async with client(peer, token) as qiniu:
+        with pytest.raises(PlatformError, match="the pre-register list repeated cursor c1"):
+            await qiniu.list_preregistered("a" * 32)
+    assert [r.q("cursor") for r in peer.sent("GET", "/v1/pre-register/agents/")] == [None, "c1"]
+
+
 async def test_search_by_mac_sends_the_normalised_mac(peer: QiniuPeer, token: str) -> None:
     agent_id = peer.add_agent("kitchen")
     peer.state.devices["aa:bb:cc:dd:ee:0f"] = {"id": "aa:bb:cc:dd:ee:0f", "agentId": agent_id}

@@ -129,6 +129,19 @@ async def test_history_delete_sends_at_most_20_ids_per_call(peer: TuyaPeer) -> N
     assert peer.state.history["dev1"] == []
 
 
+async def test_a_failed_memory_batch_says_how_many_memories_were_already_deleted(peer: TuyaPeer) -> None:
+    keys = [f"sys.memory{i}" for i in range(25)]
+    async with client(peer) as tuya:
+        await tuya.bound_role("dev1")  # token first, so the injected answer hits the second batch
+        peer.inject(TuyaPeer.ok(True), TuyaPeer.fail(1106, "permission deny"))
+        with pytest.raises(PlatformAPIError) as caught:
+            await tuya.delete_memories("dev1", keys, bind_role_type=2)
+    assert caught.value.code == 1106
+    assert "20 of 25 memories were deleted before this failure" in str(caught.value)
+    first = peer.sent("DELETE")[0]
+    assert first.q("clear_all_memory") == "false" and first.q("memory_keys") == ",".join(keys[:20])
+
+
 async def test_a_failed_delete_batch_says_how_many_entries_were_already_deleted(peer: TuyaPeer) -> None:
     ids = [f"req-{i}" for i in range(30)]
     async with client(peer) as tuya:

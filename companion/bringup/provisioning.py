@@ -22,7 +22,7 @@ from ..backends.xiaozhi.identity import Identity
 from ..config import OFFICIAL_OTA_URL, XiaozhiSettings
 from ..errors import ProtocolError
 from ..platforms.errors import PlatformAPIError, PlatformError
-from ..platforms.mac import normalise_mac
+from ..platforms.mac import is_mac, normalise_mac
 from ..platforms.qiniu import (
     BIND_ALREADY_BOUND,
     BIND_CODE_INVALID,
@@ -264,7 +264,7 @@ async def _bound_here(client: QiniuClient, agent: Agent, mac: str) -> bool:
             if listing.code != ENDPOINT_ABSENT:
                 raise
             return False
-        return any(normalise_mac(device.mac) == mac for device in devices if _is_mac(device.mac))
+        return any(normalise_mac(device.mac) == mac for device in devices if is_mac(device.mac))
     if any(owner.id == agent.id for owner in owners):
         return True
     if owners:
@@ -275,14 +275,6 @@ async def _bound_here(client: QiniuClient, agent: Agent, mac: str) -> bool:
             f"`companion qiniu devices move {mac} {agent.id}`"
         )
     return False
-
-
-def _is_mac(text: str) -> bool:
-    try:
-        normalise_mac(text)
-    except PlatformError:
-        return False
-    return True
 
 
 async def _wait_activation(

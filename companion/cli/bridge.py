@@ -7,12 +7,15 @@ import contextlib
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from ..errors import EX_UNAVAILABLE, CompanionError, ConfigError
 
+F = TypeVar("F", bound=Callable[..., Any])
 BOARD_PRESETS = ("esp32s3-devkitc", "esp32-devkitc", "esp32c3-devkitm", "atoms3-lite")
 
 
@@ -40,22 +43,24 @@ def _pins(text: str | None, count: int, option: str) -> tuple[int, ...] | None:
     return pins
 
 
+def _tty_path_option(*param_decls: str, help: str) -> Callable[[F], F]:
+    """An option naming a tty or pty by its path (a file, never a directory)."""
+    return click.option(*param_decls, type=click.Path(dir_okay=False), help=help)
+
+
 @click.group()
 def bridge() -> None:
     """The ESP32 serial bridge: try it without hardware, flash a board, watch the link."""
 
 
 @bridge.command()
-@click.option(
+@_tty_path_option(
     "--link",
     "link_path",
-    type=click.Path(dir_okay=False),
     help="stable path of the emulator's pty (default $XDG_RUNTIME_DIR/companion-bridge)",
 )
-@click.option(
-    "--attach",
-    type=click.Path(dir_okay=False),
-    help="use this existing tty as the board's end instead (e.g. one side of a socat pair)",
+@_tty_path_option(
+    "--attach", help="use this existing tty as the board's end instead (e.g. one side of a socat pair)"
 )
 @click.option("--leds", default=12, show_default=True, type=click.IntRange(1, 340), help="number of LEDs")
 @click.option("--name", default="emulator", show_default=True, help="board name sent in HELLO")
@@ -243,10 +248,9 @@ def flash(
 @bridge.command()
 @click.option("--port", required=True, help="the board's serial port (or 'auto')")
 @click.option("--baud", type=int, default=921600, show_default=True, help="UART speed")
-@click.option(
+@_tty_path_option(
     "--tap",
     "tap_link",
-    type=click.Path(dir_okay=False),
     help="do not talk: make a pty at this path for the daemon and show what passes both ways",
 )
 @click.option(

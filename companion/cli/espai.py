@@ -25,13 +25,15 @@ from .platforms import (
     confirm,
     emit,
     emit_rows,
+    input_file_option,
     local_time_ms,
     mask,
     mask_keys,
     pairs,
     platform_group,
-    read_structured_file,
+    read_object_file,
     save_file,
+    url_option,
 )
 
 
@@ -52,11 +54,10 @@ def client_for(opts: EspAiOptions) -> EspAiClient:
     "agent API host (default https://api.espai2.fun; also used for devices when given)",
     client_for,
 )
-@click.option(
+@url_option(
     "--devices-url",
-    envvar="COMPANION_ESPAI_DEVICES_URL",
-    metavar="URL",
-    help="device API host (default https://api.espai.fun, or --base-url when that is given)",
+    "COMPANION_ESPAI_DEVICES_URL",
+    "device API host (default https://api.espai.fun, or --base-url when that is given)",
 )
 def espai() -> None:
     """ESP-AI open platform: agents (超体) and devices.
@@ -129,59 +130,32 @@ def agents_show(opts: EspAiOptions, agent_id: str, as_json: bool) -> None:
 @command(agents, "add")
 @click.option("--name", required=True)
 @click.option("--cdkey-id", required=True, help="the quota card (额度卡) id")
-@click.option("--type", "type_", default="0", show_default=True, help='agent type ("0" = AI chat)')
+@click.option("--type", "type", default="0", show_default=True, help='agent type ("0" = AI chat)')
 @click.option(
-    "--enabled/--disabled", "enabled", default=None, help="enable it now (the platform default is off)"
+    "--enabled/--disabled", "enable", default=None, help="enable it now (the platform default is off)"
 )
 @click.option("--model-id", help="avatar model id (001 = default)")
 @click.option("--sort", type=int)
 @click.option("--server-id", help="node that runs the agent")
-@click.option("--copy", "copy_from", metavar="AGENT_ID", help="copy the config of this agent")
-def agents_add(
-    opts: EspAiOptions,
-    name: str,
-    cdkey_id: str,
-    type_: str,
-    enabled: bool | None,
-    model_id: str | None,
-    sort: int | None,
-    server_id: str | None,
-    copy_from: str | None,
-    as_json: bool,
-) -> None:
+@click.option("--copy", "copy", metavar="AGENT_ID", help="copy the config of this agent")
+def agents_add(opts: EspAiOptions, as_json: bool, **fields: Any) -> None:
     """Add an agent; prints its id."""
-    request = EspAgentAdd(
-        cdkey_id=cdkey_id,
-        name=name,
-        type=type_,
-        enable=enabled,
-        model_id=model_id,
-        sort=sort,
-        server_id=server_id,
-        copy=copy_from,
-    )
+    request = EspAgentAdd(**fields)  # each option is the EspAgentAdd field it is named after
 
     agent = opts.call(lambda client: client.add_agent(request))
-    emit(as_json, agent.raw, f"added agent {agent.id} ({agent.name or name})")
+    emit(as_json, agent.raw, f"added agent {agent.id} ({agent.name or request.name})")
 
 
 @command(agents, "update")
 @click.argument("agent_id")
-@click.option(
-    "--file",
-    "file_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="TOML or JSON object: name, enable, sort, …, and `config` as a table/object",
+@input_file_option(
+    "--file", "file_path", help="TOML or JSON object: name, enable, sort, …, and `config` as a table/object"
 )
-@click.option(
-    "--config-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="TOML or JSON holding just the config object",
-)
+@input_file_option("--config-file", help="TOML or JSON holding just the config object")
 @click.option("--name")
 @click.option("--cdkey-id")
-@click.option("--type", "type_")
-@click.option("--enabled/--disabled", "enabled", default=None)
+@click.option("--type", "type")
+@click.option("--enabled/--disabled", "enable", default=None)
 @click.option("--model-id")
 @click.option("--sort", type=int)
 @click.option("--server-id")
@@ -190,37 +164,16 @@ def agents_update(
     agent_id: str,
     file_path: str | None,
     config_file: str | None,
-    name: str | None,
-    cdkey_id: str | None,
-    type_: str | None,
-    enabled: bool | None,
-    model_id: str | None,
-    sort: int | None,
-    server_id: str | None,
     as_json: bool,
+    **given: Any,
 ) -> None:
     """Change an agent; `config` is encoded to the JSON string the platform stores. Options win over files."""
     data: dict[str, Any] = {}
     if file_path:
-        loaded = read_structured_file(file_path)
-        if not isinstance(loaded, dict):
-            raise PlatformError(f"{file_path}: expected an object of agent fields")
-        data.update(loaded)
+        data.update(read_object_file(file_path, "an object of agent fields"))
     if config_file:
-        loaded = read_structured_file(config_file)
-        if not isinstance(loaded, dict):
-            raise PlatformError(f"{config_file}: expected the config object")
-        data["config"] = loaded
-    given = {
-        "name": name,
-        "cdkey_id": cdkey_id,
-        "type": type_,
-        "enable": enabled,
-        "model_id": model_id,
-        "sort": sort,
-        "server_id": server_id,
-    }
-    data.update({key: value for key, value in given.items() if value is not None})
+        data["config"] = read_object_file(config_file, "the config object")
+    data.update({key: value for key, value in given.items() if value is not None})  # UPDATE_KEYS names
     if "id" in data and str(data["id"]) != agent_id:
         raise PlatformError(f"{file_path}: its id {data['id']} is not {agent_id}")
     update = EspAgentUpdate.from_mapping(agent_id, data, file_path or "update")
@@ -256,25 +209,12 @@ def devices() -> None:
 @click.option("--mac", "device_id", help="only the device with this MAC (device_id)")
 @click.option("--bin-id")
 @click.option("--version")
-@click.option("--enabled/--disabled", "enabled", default=None)
-@click.option("--online/--offline", "online", default=None)
-@click.option("--type", "type_", help='"0" chat, "1" terminal')
+@click.option("--enabled/--disabled", "enable", default=None)
+@click.option("--online/--offline", "is_online", default=None)
+@click.option("--type", "type", help='"0" chat, "1" terminal')
 @click.option("--page", type=click.IntRange(1))
 @click.option("--limit", type=click.IntRange(1))
-def devices_list(
-    opts: EspAiOptions,
-    agent_id: str | None,
-    name: str | None,
-    device_id: str | None,
-    bin_id: str | None,
-    version: str | None,
-    enabled: bool | None,
-    online: bool | None,
-    type_: str | None,
-    page: int | None,
-    limit: int | None,
-    as_json: bool,
-) -> None:
+def devices_list(opts: EspAiOptions, agent_id: str | None, as_json: bool, **filters: Any) -> None:
     """Devices of the account (filters are optional)."""
 
     async def listing(client: EspAiClient) -> DeviceList:
@@ -283,19 +223,8 @@ def devices_list(
             device_key = (await client.get_agent(agent_id)).api_key
             if not device_key:
                 raise PlatformError(f"ESP-AI: agent {agent_id} has no device key")
-        query = DeviceQuery(
-            name=name,
-            api_key=device_key,
-            device_id=device_id,
-            bin_id=bin_id,
-            version=version,
-            enable=enabled,
-            is_online=online,
-            type=type_,
-            page=page,
-            limit=limit,
-        )
-        return await client.list_devices(query)
+        # each filter option is the DeviceQuery field it is named after
+        return await client.list_devices(DeviceQuery(api_key=device_key, **filters))
 
     result = opts.call(listing)
     total = f"\n{len(result.devices)} of {result.total} devices" if result.total is not None else ""

@@ -91,20 +91,26 @@ def group_options(env_prefix: str, base_help: str) -> Callable[[F], F]:
             envvar="COMPANION_CREDENTIALS_FILE",
             help="TOML file with the platform's secret (mode 0600); see docs/platforms.md",
         )(func)
-        func = click.option(
-            "--timeout",
-            "timeout_s",
-            type=click.FloatRange(1, 600),
-            default=20.0,
-            show_default=True,
-            help="seconds before a call is given up",
+        func = seconds_option(
+            "--timeout", "timeout_s", low=1, high=600, default=20.0, help="seconds before a call is given up"
         )(func)
-        func = click.option("--base-url", envvar=f"{env_prefix}_BASE_URL", metavar="URL", help=base_help)(
-            func
-        )
-        return func
+        return url_option("--base-url", f"{env_prefix}_BASE_URL", base_help)(func)
 
     return decorate
+
+
+def seconds_option(
+    *param_decls: str, low: float, high: float | None = None, default: float, help: str
+) -> Callable[[F], F]:
+    """A duration in seconds between `low` and `high` (no upper bound when None); --help shows the default."""
+    return click.option(
+        *param_decls, type=click.FloatRange(low, high), default=default, show_default=True, help=help
+    )
+
+
+def url_option(flag: str, envvar: str, help: str) -> Callable[[F], F]:
+    """A host option of a platform group (`URL`), also read from the environment variable `envvar`."""
+    return click.option(flag, envvar=envvar, metavar="URL", help=help)
 
 
 JSON_HELP = "print the platform's JSON payload"
@@ -132,6 +138,11 @@ def platform_group(
         return click.group(name)(group_options(env_prefix, base_help)(callback))
 
     return decorate
+
+
+def input_file_option(*param_decls: str, help: str) -> Callable[[F], F]:
+    """An option naming an existing file to read (click refuses a missing file or a directory)."""
+    return click.option(*param_decls, type=click.Path(exists=True, dir_okay=False), help=help)
 
 
 def json_option(func: F) -> F:
@@ -172,6 +183,11 @@ def emit_rows(
         [item.raw for item in items],
         lambda: table(columns, [row(item) for item in items], width=width) + footer,
     )
+
+
+def emit_item(as_json: bool, item: Described) -> None:
+    """One object as the platform sent it (with --json), or as `key: value` lines of that object."""
+    emit(as_json, item.raw, lambda: pairs(item.raw.items()))
 
 
 # -- readable output -------------------------------------------------------------------------------
@@ -299,6 +315,14 @@ def read_structured_file(path: str | Path) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise PlatformError(f"{path}: not valid JSON: {exc}") from None
+
+
+def read_object_file(path: str | Path, expected: str) -> dict[str, Any]:
+    """A TOML or JSON file that must hold one object; else the error says it `expected` (what it wants)."""
+    data = read_structured_file(path)
+    if not isinstance(data, dict):
+        raise PlatformError(f"{path}: expected {expected}")
+    return data
 
 
 def read_text_file(path: str | Path) -> str:

@@ -9,7 +9,7 @@ import click
 
 from ..config import load_settings
 from ..errors import ConfigError
-from .platforms import PlatformOptions, emit, group_options, pairs
+from .platforms import PlatformOptions, emit, group_options, pairs, seconds_option
 
 
 def register(group: click.Group) -> None:
@@ -34,18 +34,18 @@ def provision() -> None:
     "--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="override one setting (repeatable)"
 )
 @group_options("COMPANION_QINIU", "Qiniu management host (default https://xrobo.qiniu.com)")
-@click.option(
+@seconds_option(
     "--activation-timeout",
-    type=click.FloatRange(1, 86400),
+    low=1,
+    high=86400,
     default=300.0,
-    show_default=True,
     help="seconds to wait for the OTA server to confirm activation",
 )
-@click.option(
+@seconds_option(
     "--poll-interval",
-    type=click.FloatRange(0.05, 60),
+    low=0.05,
+    high=60,
     default=3.0,
-    show_default=True,
     help="seconds between activation polls (the firmware uses 3)",
 )
 @click.option("--quiet", "-q", is_flag=True, help="no progress lines on stderr")

@@ -37,16 +37,21 @@ from .platforms import (
     command,
     confirm,
     emit,
+    emit_item,
     emit_rows,
+    input_file_option,
     json_option,
     local_time,
     pairs,
     platform_group,
+    read_object_file,
     read_structured_file,
     read_text_file,
     save_file,
+    seconds_option,
     secret_input,
     table,
+    url_option,
 )
 
 T = TypeVar("T")
@@ -75,11 +80,10 @@ def client_for(opts: QiniuOptions, *, authenticated: bool = True, token: str | N
     "management host (default https://xrobo.qiniu.com; also used for login when given)",
     client_for,
 )
-@click.option(
+@url_option(
     "--login-url",
-    envvar="COMPANION_QINIU_LOGIN_URL",
-    metavar="URL",
-    help="login host (default https://xrobo.qiniuapi.com, or --base-url when that is given)",
+    "COMPANION_QINIU_LOGIN_URL",
+    "login host (default https://xrobo.qiniuapi.com, or --base-url when that is given)",
 )
 def qiniu() -> None:
     """Qiniu 灵矽 xiaozhi platform: account, agents, devices, chat history, voice clones.
@@ -304,7 +308,10 @@ def agents_search(opts: QiniuOptions, query: str, by: str, as_json: bool) -> Non
 def agents_show(opts: QiniuOptions, agent: str, as_json: bool) -> None:
     """One agent's full configuration; AGENT is an id or an exact name."""
     _, item = opts.call(on_agent(agent, lambda client, agent_id: client.get_agent(agent_id)))
-    emit(as_json, item.raw, lambda: pairs(item.raw.items()))
+    emit_item(as_json, item)
+
+
+_system_prompt_file_option = input_file_option("--system-prompt-file", help="systemPrompt from a file")
 
 
 @command(agents, "create")
@@ -313,9 +320,7 @@ def agents_show(opts: QiniuOptions, agent: str, as_json: bool) -> None:
 @click.option("--lang-code", help="langCode, e.g. zh")
 @click.option("--tts-voice", "tts_voice_id", help="ttsVoiceId")
 @click.option("--system-prompt", help="systemPrompt (the role)")
-@click.option(
-    "--system-prompt-file", type=click.Path(exists=True, dir_okay=False), help="systemPrompt from a file"
-)
+@_system_prompt_file_option
 @click.option("--llm-model", "llm_model_id", help="llmModelId")
 @click.option("--memory-model", "mem_model_id", help="memModelId, e.g. Memory_nomem")
 @click.option("--intent-model", "intent_model_id", help="intentModelId, e.g. Intent_function_call")
@@ -420,9 +425,7 @@ def build_agent_update(
     """The update from a JSON/TOML file (API field names) overlaid with the command-line options."""
     base = AgentUpdate()
     if file_path:
-        data = read_structured_file(file_path)
-        if not isinstance(data, dict):
-            raise PlatformError(f"{file_path}: expected an object of agent fields")
+        data = read_object_file(file_path, "an object of agent fields")
         base = AgentUpdate.from_api_fields(data, file_path)
     changes: dict[str, Any] = {}
     for _, dest, _, _ in _UPDATE_OPTIONS:
@@ -454,19 +457,14 @@ def build_agent_update(
 
 @command(agents, "update")
 @click.argument("agent")
-@click.option(
+@input_file_option(
     "--from-file",
     "file_path",
-    type=click.Path(exists=True, dir_okay=False),
     help="JSON or TOML object of agent fields (API names, e.g. systemPrompt, extra); options win",
 )
-@click.option(
-    "--system-prompt-file", type=click.Path(exists=True, dir_okay=False), help="systemPrompt from a file"
-)
-@click.option(
-    "--functions-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="functions: JSON list (or TOML [[functions]]) of {pluginId, paramInfo}",
+@_system_prompt_file_option
+@input_file_option(
+    "--functions-file", help="functions: JSON list (or TOML [[functions]]) of {pluginId, paramInfo}"
 )
 @_update_options
 def agents_update(
@@ -631,10 +629,6 @@ def prereg() -> None:
     """Pre-registered devices: list, show, delete."""
 
 
-def _prereg_pairs(device: Any) -> str:
-    return pairs(device.raw.items())
-
-
 @command(prereg, "list")
 @click.argument("agent")
 def prereg_list(opts: QiniuOptions, agent: str, as_json: bool) -> None:
@@ -655,7 +649,7 @@ def prereg_show(opts: QiniuOptions, mac: str, as_json: bool) -> None:
     device = opts.call(lambda client: client.get_preregistered(mac))
     if device is None:
         raise PlatformError(f"Qiniu: {mac} is not pre-registered")
-    emit(as_json, device.raw, lambda: _prereg_pairs(device))
+    emit_item(as_json, device)
 
 
 @command(prereg, "delete")
@@ -708,17 +702,17 @@ def voice_clone() -> None:
     """Voice clones: create a slot, train it from an audio URL, follow its state, list, delete."""
 
 
-def _clone_text(clone: Any) -> str:
-    return pairs(
-        [
-            ("id", clone.id),
-            ("name", clone.name),
-            ("state", clone.state),
-            ("language", clone.language),
-            ("tier", clone.tier),
-            ("demo", clone.demo_url),
-        ]
-    )
+def _emit_clone(as_json: bool, clone: VoiceClone) -> None:
+    """A voice clone as the platform sent it (with --json), or its id, name, state, language, tier, demo."""
+    fields = [
+        ("id", clone.id),
+        ("name", clone.name),
+        ("state", clone.state),
+        ("language", clone.language),
+        ("tier", clone.tier),
+        ("demo", clone.demo_url),
+    ]
+    emit(as_json, clone.raw, lambda: pairs(fields))
 
 
 @command(voice_clone, "create")
@@ -727,7 +721,7 @@ def _clone_text(clone: Any) -> str:
 def clone_create(opts: QiniuOptions, language: str, tier: str, as_json: bool) -> None:
     """Create an empty voice-clone slot (state Init)."""
     clone = opts.call(lambda client: client.create_voice_clone(language, tier))
-    emit(as_json, clone.raw, lambda: _clone_text(clone))
+    _emit_clone(as_json, clone)
 
 
 @command(voice_clone, "upload")
@@ -737,26 +731,14 @@ def clone_create(opts: QiniuOptions, language: str, tier: str, as_json: bool) ->
 def clone_upload(opts: QiniuOptions, clone_id: str, name: str, audio_url: str | None, as_json: bool) -> None:
     """Give the slot its recording (by URL) and start training; a paid slot uses quota each time."""
     clone = opts.call(lambda client: client.train_voice_clone(clone_id, name, audio_url))
-    emit(as_json, clone.raw, lambda: _clone_text(clone))
+    _emit_clone(as_json, clone)
 
 
 @command(voice_clone, "status")
 @click.argument("clone_id")
 @click.option("--wait", is_flag=True, help="poll until the state is Success or Failed")
-@click.option(
-    "--interval",
-    type=click.FloatRange(0.01, 600),
-    default=10.0,
-    show_default=True,
-    help="seconds between polls with --wait",
-)
-@click.option(
-    "--wait-timeout",
-    type=click.FloatRange(1),
-    default=1800.0,
-    show_default=True,
-    help="give up waiting after this many seconds",
-)
+@seconds_option("--interval", low=0.01, high=600, default=10.0, help="seconds between polls with --wait")
+@seconds_option("--wait-timeout", low=1, default=1800.0, help="give up waiting after this many seconds")
 def clone_status(
     opts: QiniuOptions, clone_id: str, wait: bool, interval: float, wait_timeout: float, as_json: bool
 ) -> None:
@@ -778,7 +760,7 @@ def clone_status(
         return clone
 
     clone = opts.call(follow)
-    emit(as_json, clone.raw, lambda: _clone_text(clone))
+    _emit_clone(as_json, clone)
     if wait and clone.state == "Failed":
         click.get_current_context().exit(1)
 

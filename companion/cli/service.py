@@ -443,6 +443,16 @@ def _needs_root(target: Target) -> None:
         raise CompanionError("installing the system service needs root: run it with sudo (or use --user)")
 
 
+def _carry_out(plan: Plan, target: Target, apply: bool) -> None:
+    """Show the plan; with --apply (and root where the target needs it) do it; then its notes."""
+    plan.show(apply)
+    if apply:
+        _needs_root(target)
+        plan.apply()
+    for note in plan.notes:
+        click.echo(f"  - {note}")
+
+
 _user_option = click.option("--user", "user", is_flag=True, help="a user unit (sound server in the session)")
 _root_option = click.option(
     "--root",
@@ -466,13 +476,7 @@ def service() -> None:
 def install(user: bool, root: Path | None, apply: bool, exec_path: str | None, now: bool) -> None:
     """Create the service user, install the unit and a default config, and enable the service."""
     target = _target(user, root)
-    plan = install_plan(target, exec_path or default_exec_path(), now)
-    plan.show(apply)
-    if apply:
-        _needs_root(target)
-        plan.apply()
-    for note in plan.notes:
-        click.echo(f"  - {note}")
+    _carry_out(install_plan(target, exec_path or default_exec_path(), now), target, apply)
 
 
 @service.command()
@@ -483,13 +487,7 @@ def install(user: bool, root: Path | None, apply: bool, exec_path: str | None, n
 def uninstall(user: bool, root: Path | None, apply: bool, purge: bool) -> None:
     """Disable the service and remove its unit."""
     target = _target(user, root)
-    plan = uninstall_plan(target, purge)
-    plan.show(apply)
-    if apply:
-        _needs_root(target)
-        plan.apply()
-    for note in plan.notes:
-        click.echo(f"  - {note}")
+    _carry_out(uninstall_plan(target, purge), target, apply)
 
 
 @service.command()

@@ -17,10 +17,11 @@ from .platforms import (
     command,
     confirm,
     emit,
+    emit_item,
     emit_rows,
+    input_file_option,
     json_option,
     local_time_ms,
-    pairs,
     platform_group,
     read_structured_file,
     table,
@@ -105,11 +106,13 @@ def api_command(
     return decorate
 
 
-def role_options(*, required: bool) -> Callable[[Any], Any]:
+def role_options(
+    *, required: bool, role_help: str = "the custom role or template id (not for single)"
+) -> Callable[[Any], Any]:
     """--type (custom/template/single) and --role-id, the role a call is about."""
 
     def decorate(func: Any) -> Any:
-        func = click.option("--role-id", help="the custom role or template id (not for single)")(func)
+        func = click.option("--role-id", help=role_help)(func)
         return click.option(
             "--type",
             "type_",
@@ -135,10 +138,6 @@ def key_values(items: tuple[str, ...]) -> dict[str, str]:
 def _ids_or_all(ids: tuple[str, ...], clear_all: bool, noun: str) -> None:
     if clear_all == bool(ids):
         raise PlatformError(f"give {noun} or --all (not both)")
-
-
-def _role_text(role: Role) -> str:
-    return pairs(role.raw.items())
 
 
 ROLE_COLUMNS = ["NAME", "LANGUAGE", "VOICE", "LLM", "BOUND", "TEMPLATE"]
@@ -169,7 +168,7 @@ def role() -> None:
 def role_init(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Initialise the role binding of DEVICE_ID (syncs changes made on the developer platform)."""
     item = opts.call(lambda client: client.init_role(device_id))
-    emit(as_json, item.raw, lambda: _role_text(item))
+    emit_item(as_json, item)
 
 
 @api_command(role, "show", "aiAgent.getChatDeviceAgentBindRole")
@@ -177,20 +176,15 @@ def role_init(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
 def role_show(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """The role DEVICE_ID is bound to."""
     item = opts.call(lambda client: client.bound_role(device_id))
-    emit(as_json, item.raw, lambda: _role_text(item))
+    emit_item(as_json, item)
 
 
 @api_command(role, "bind", "aiAgent.bindChatDeviceAgentRole")
 @click.argument("device_id")
-@click.option(
-    "--type", "type_", type=ROLE_TYPE_CHOICE, required=True, help="custom (0), template (1), single (2)"
-)
-@click.option("--role-id", help="the custom role or template id (not for single)")
+@role_options(required=True)
 def role_bind(opts: TuyaOptions, device_id: str, type_: str, role_id: str | None, as_json: bool) -> None:
     """Bind DEVICE_ID to a role."""
-    kind = ROLE_TYPE_NAMES.get(type_)
-    kind = int(type_) if kind is None else kind
-
+    kind = _kind(type_)
     result = opts.call(lambda client: client.bind_role(device_id, kind, role_id))
     emit(as_json, result, f"bound {device_id} to {BIND_ROLE_TYPES[kind]} role {role_id or ''}".rstrip())
 
@@ -237,7 +231,7 @@ def roles_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
 def roles_show(opts: TuyaOptions, device_id: str, role_id: str, as_json: bool) -> None:
     """One custom role."""
     item = opts.call(lambda client: client.get_custom_role(device_id, role_id))
-    emit(as_json, item.raw, lambda: _role_text(item))
+    emit_item(as_json, item)
 
 
 @api_command(roles, "create", "aiAgent.addChatDeviceCustomRole")
@@ -320,7 +314,7 @@ def templates_list(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
 def templates_show(opts: TuyaOptions, device_id: str, template_id: str, as_json: bool) -> None:
     """One role template."""
     item = opts.call(lambda client: client.get_template(device_id, template_id))
-    emit(as_json, item.raw, lambda: _role_text(item))
+    emit_item(as_json, item)
 
 
 # -- history ---------------------------------------------------------------------------------------
@@ -333,10 +327,7 @@ def history() -> None:
 
 @api_command(history, "list", "aiAgent.listChatDeviceHistoryPage")
 @click.argument("device_id")
-@click.option(
-    "--type", "type_", type=ROLE_TYPE_CHOICE, required=True, help="custom (0), template (1), single (2)"
-)
-@click.option("--role-id", help="the role (not for single)")
+@role_options(required=True, role_help="the role (not for single)")
 @click.option(
     "--before", "before_ms", type=int, help="only entries older than this time (ms since the epoch)"
 )
@@ -368,8 +359,7 @@ def history_list(
 @api_command(history, "delete", "aiAgent.delChatDeviceChatHistory")
 @click.argument("device_id")
 @click.argument("request_ids", nargs=-1)
-@click.option("--type", "type_", type=ROLE_TYPE_CHOICE, help="custom (0), template (1), single (2)")
-@click.option("--role-id", help="the role (not for single)")
+@role_options(required=False, role_help="the role (not for single)")
 @click.option("--all", "clear_all", is_flag=True, help="delete the whole history of the role")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 def history_delete(
@@ -418,7 +408,7 @@ def memory() -> None:
 def memory_switch(opts: TuyaOptions, device_id: str, as_json: bool) -> None:
     """Whether DEVICE_ID's agent keeps memories and chat summaries."""
     item = opts.call(lambda client: client.memory_switch(device_id))
-    emit(as_json, item.raw, lambda: pairs(item.raw.items()))
+    emit_item(as_json, item)
 
 
 @api_command(memory, "list", "aiAgent.listChatDeviceMemories")
@@ -675,9 +665,7 @@ def actions_cmd(as_json: bool) -> None:
 @click.argument("action", required=False)
 @click.argument("device_id", required=False)
 @click.option("--params", help="JSON object of the action's parameters (snake_case, as documented)")
-@click.option(
-    "--params-file", type=click.Path(exists=True, dir_okay=False), help="the parameters from a JSON/TOML file"
-)
+@input_file_option("--params-file", help="the parameters from a JSON/TOML file")
 @click.option(
     "--method", type=click.Choice(METHODS, case_sensitive=False), help="with --path: the HTTP method"
 )

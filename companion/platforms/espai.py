@@ -7,17 +7,16 @@ encoded on the way out, so callers only ever see an object. Errors are `success:
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from ..service.logsetup import register_secret
 from .envelopes import ESPAI, unwrap_espai
 from .errors import PlatformError
-from .fields import ApiModel, as_dict, as_list, get_bool, get_int, set_fields, wire
-from .transport import DEFAULT_TIMEOUT_S, RetryPolicy, Sleep, Transport, TransportClient, normalise_base_url
+from .fields import RawReply, as_dict, as_list, get_bool, get_int, set_fields, wire
+from .transport import TransportClient, TransportOptions, normalise_base_url
 
 DEFAULT_BASE_URL = "https://api.espai2.fun"
 DEFAULT_DEVICES_URL = "https://api.espai.fun"  # the device API is documented on the older host
@@ -57,7 +56,7 @@ def _as_text(_name: str, value: Any) -> str:
 
 
 @dataclass(frozen=True)
-class EspAgent(ApiModel):
+class EspAgent(RawReply):
     """An agent (超体) with its `config` decoded (None if absent or broken; see `config_error`)."""
 
     id: str
@@ -78,7 +77,6 @@ class EspAgent(ApiModel):
     update_time: int | None = None
     config: dict[str, Any] | None = wire(read=lambda obj: decode_config(obj.get("config"))[0], default=None)
     config_error: str | None = wire(read=lambda obj: decode_config(obj.get("config"))[1], default=None)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"EspAgent(id={self.id!r}, name={self.name!r})"
@@ -166,7 +164,7 @@ class EspAgentUpdate:
 
 
 @dataclass(frozen=True)
-class EspDevice(ApiModel):
+class EspDevice(RawReply):
     """A hardware device registered on the platform; `device_id` is its MAC."""
 
     id: str
@@ -177,7 +175,6 @@ class EspDevice(ApiModel):
     enabled: bool | None = wire("enable", default=None)
     online: bool | None = wire("is_online", default=None)
     version: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -215,9 +212,7 @@ class EspAiClient(TransportClient):
         *,
         base_url: str = DEFAULT_BASE_URL,
         devices_url: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        retry: RetryPolicy | None = None,
-        sleep: Sleep = asyncio.sleep,
+        **transport: Unpack[TransportOptions],
     ) -> None:
         if not key:
             raise PlatformError("ESP-AI: the open API key is empty")
@@ -227,7 +222,7 @@ class EspAiClient(TransportClient):
         self.devices_url = normalise_base_url(devices_url, "devices URL")
         self._key = key
         register_secret(key)
-        self._transport = Transport(ESPAI, timeout_s=timeout_s, retry=retry, sleep=sleep)
+        super().__init__(ESPAI, **transport)
 
     def __repr__(self) -> str:
         return f"EspAiClient(base_url={self.base_url!r})"

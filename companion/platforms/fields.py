@@ -10,7 +10,7 @@ models read through these so a surprising reply still prints, and the raw object
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from functools import cache
 from typing import Any, ClassVar, Self, TypeVar, cast, get_args, get_origin, get_type_hints
 
@@ -107,8 +107,8 @@ def set_fields(
 #
 # A reply model is a frozen dataclass that inherits ApiModel: each field's type says how it is read
 # (with the lenient getters above), its name says which key (snake_case, or camelCase when the class
-# sets `wire_case = "camel"`), and `wire(...)` declares the exceptions. A field named `raw` receives
-# the object itself, so --json can print exactly what the server sent.
+# sets `wire_case = "camel"`), and `wire(...)` declares the exceptions. A field named `raw` (the one
+# RawReply declares) receives the object itself, so --json can print exactly what the server sent.
 
 
 def wire(
@@ -140,6 +140,16 @@ class ApiModel:
         obj = as_dict(data)
         kwargs = {name: reader(obj) for name, reader in _readers(cast(type, cls))}
         return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class RawReply(ApiModel):
+    """A reply model that also keeps the object the platform sent (`raw`, for --json).
+
+    `raw` is keyword-only, so it comes after the subclass's own fields in the constructor.
+    """
+
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, kw_only=True)
 
 
 Reader = Callable[[dict[str, Any]], Any]

@@ -21,6 +21,15 @@ def parse_mac(text: str) -> str:
     return cleaned
 
 
+def is_mac(text: str) -> bool:
+    """Whether `text` is a MAC address in one of the spellings `parse_mac` accepts."""
+    try:
+        parse_mac(text)
+    except PlatformError:
+        return False
+    return True
+
+
 def normalise_mac(text: str, *, upper: bool = False) -> str:
     """`text` in colon form, lower case (management API) or upper case (`upper=True`, OTA headers)."""
     digits = parse_mac(text)

@@ -7,20 +7,19 @@ on HTTP 200), and only calls that cannot do anything twice are retried.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 from ..service.logsetup import register_secret
 from .envelopes import unwrap_qiniu, unwrap_qiniu_bare
 from .errors import CredentialMissing, PlatformAPIError, PlatformError
 from .fields import as_dict, as_list, get_int, get_str
-from .mac import normalise_mac
+from .mac import is_mac, normalise_mac
 from .qiniu_models import (
     Agent,
     AgentCreate,
@@ -36,12 +35,9 @@ from .qiniu_models import (
     VoiceClone,
 )
 from .transport import (
-    DEFAULT_TIMEOUT_S,
     Reply,
-    RetryPolicy,
-    Sleep,
-    Transport,
     TransportClient,
+    TransportOptions,
     normalise_base_url,
 )
 
@@ -50,6 +46,7 @@ DEFAULT_LOGIN_URL = "https://xrobo.qiniuapi.com"
 AGENT_ID = re.compile(r"[a-f0-9]{32}")
 SEARCH_TYPES = ("name", "mac", "agent_id")
 ENDPOINT_ABSENT = 404  # what a server answers for a call it does not have (the seeds name no search)
+T = TypeVar("T")
 MAX_PAGES = 10_000  # a server that never ends its cursor chain must not keep us forever
 
 # Codes of `device/bind/{agentId}/{code}` (seed 000, device API docs).
@@ -106,6 +103,17 @@ def merge_objects(current: Mapping[str, Any], given: Mapping[str, Any]) -> dict[
     return merged
 
 
+class _SendArgs(TypedDict, total=False):
+    """The keyword arguments of `QiniuClient._send`, which `_call` passes on."""
+
+    params: Mapping[str, str] | None
+    body: Any
+    auth: bool
+    idempotent: bool | None
+    base: str | None
+    label: str | None
+
+
 class QiniuClient(TransportClient):
     """An async client; use `async with QiniuClient(token) as client:`.
 
@@ -119,9 +127,7 @@ class QiniuClient(TransportClient):
         *,
         base_url: str = DEFAULT_BASE_URL,
         login_url: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        retry: RetryPolicy | None = None,
-        sleep: Sleep = asyncio.sleep,
+        **transport: Unpack[TransportOptions],
     ) -> None:
         self.base_url = normalise_base_url(base_url)
         if login_url is None:
@@ -130,7 +136,7 @@ class QiniuClient(TransportClient):
         self._token = token
         if token:
             register_secret(token)
-        self._transport = Transport("Qiniu", timeout_s=timeout_s, retry=retry, sleep=sleep)
+        super().__init__("Qiniu", **transport)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -145,23 +151,11 @@ class QiniuClient(TransportClient):
         return headers
 
     async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
-        auth: bool = True,
-        idempotent: bool | None = None,
-        hints: Mapping[int, str] | None = None,
-        base: str | None = None,
-        label: str | None = None,
+        self, method: str, path: str, *, hints: Mapping[int, str] | None = None, **send: Unpack[_SendArgs]
     ) -> dict[str, Any]:
-        """One enveloped call; returns the whole body (data plus siblings such as nextCursor)."""
-        reply = await self._send(
-            method, path, params=params, body=body, auth=auth, idempotent=idempotent, base=base, label=label
-        )
-        return unwrap_qiniu(reply, hints)
+        """One enveloped call (`send` as for `_send`); returns the whole body (data plus siblings such as
+        nextCursor)."""
+        return unwrap_qiniu(await self._send(method, path, **send), hints)
 
     async def _send(
         self,
@@ -250,23 +244,36 @@ class QiniuClient(TransportClient):
 
     async def list_agents(self, page_size: int = 100) -> list[Agent]:
         """All agents, following `nextCursor` to the end (`page_size` is clamped by the server to 1-100)."""
-        agents: list[Agent] = []
+
+        def page_of(body: dict[str, Any]) -> tuple[list[Agent], str | None]:
+            return [Agent.from_api(item) for item in as_list(body.get("data"))], get_str(body, "nextCursor")
+
+        return await self._all_pages("/xiaozhi/agent/list", "agent list", page_size, page_of)
+
+    async def _all_pages(
+        self,
+        path: str,
+        what: str,
+        page_size: int,
+        page_of: Callable[[dict[str, Any]], tuple[list[T], str | None]],
+    ) -> list[T]:
+        """Every item of a cursor-paged list: `page_of(body)` gives a page's items and the next cursor;
+        an empty page or no cursor ends it, a repeated cursor or MAX_PAGES pages is an error."""
+        items: list[T] = []
         cursor: str | None = None
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
             params = {"limit": str(page_size)}
             if cursor:
                 params["cursor"] = cursor
-            body = await self._call("GET", "/xiaozhi/agent/list", params=params)
-            page = as_list(body.get("data"))
-            agents.extend(Agent.from_api(item) for item in page)
-            cursor = get_str(body, "nextCursor")
+            page, cursor = page_of(await self._call("GET", path, params=params))
+            items.extend(page)
             if not cursor or not page:
-                return agents
+                return items
             if cursor in seen:
-                raise PlatformError(f"Qiniu: the agent list repeated cursor {cursor}; stopping")
+                raise PlatformError(f"Qiniu: the {what} repeated cursor {cursor}; stopping")
             seen.add(cursor)
-        raise PlatformError(f"Qiniu: the agent list did not end after {MAX_PAGES} pages")
+        raise PlatformError(f"Qiniu: the {what} did not end after {MAX_PAGES} pages")
 
     async def search_agents(self, query: str, by: str = "name") -> list[Agent]:
         """Agents whose name starts with `query`, or bound to MAC `query`, or with id `query`."""
@@ -393,7 +400,7 @@ class QiniuClient(TransportClient):
         )
         data = body.get("data")
         mac = get_str(as_dict(data), "macAddress")
-        return BindResult(mac=normalise_mac(mac) if mac and _is_mac(mac) else mac, raw=data)
+        return BindResult(mac=normalise_mac(mac) if mac and is_mac(mac) else mac, raw=data)
 
     async def preregister(
         self, agent_id: str, macs: Sequence[str], serial_numbers: Sequence[str] = ()
@@ -424,24 +431,14 @@ class QiniuClient(TransportClient):
 
     async def list_preregistered(self, agent_id: str, page_size: int = 100) -> list[PreregDevice]:
         """All devices pre-registered to the agent, following `next_cursor` to the end."""
-        devices: list[PreregDevice] = []
-        cursor: str | None = None
-        seen: set[str] = set()
-        for _ in range(MAX_PAGES):
-            params = {"limit": str(page_size)}
-            if cursor:
-                params["cursor"] = cursor
-            body = await self._call("GET", f"/v1/pre-register/agents/{_seg(agent_id)}/devices", params=params)
+
+        def page_of(body: dict[str, Any]) -> tuple[list[PreregDevice], str | None]:
             data = as_dict(body.get("data"))
-            page = as_list(data.get("devices"))
-            devices.extend(PreregDevice.from_api(item) for item in page)
-            cursor = get_str(data, "next_cursor")
-            if not cursor or not page:
-                return devices
-            if cursor in seen:
-                raise PlatformError(f"Qiniu: the pre-register list repeated cursor {cursor}; stopping")
-            seen.add(cursor)
-        raise PlatformError(f"Qiniu: the pre-register list did not end after {MAX_PAGES} pages")
+            devices = [PreregDevice.from_api(item) for item in as_list(data.get("devices"))]
+            return devices, get_str(data, "next_cursor")
+
+        path = f"/v1/pre-register/agents/{_seg(agent_id)}/devices"
+        return await self._all_pages(path, "pre-register list", page_size, page_of)
 
     async def get_preregistered(self, mac: str) -> PreregDevice | None:
         """The pre-registration of `mac`, or None when there is none (404)."""
@@ -536,11 +533,3 @@ def _seg(value: str) -> str:
     if not value:
         raise PlatformError("an empty id was given")
     return quote(value, safe=":")
-
-
-def _is_mac(text: str) -> bool:
-    try:
-        normalise_mac(text)
-    except PlatformError:
-        return False
-    return True

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import PlatformError
-from .fields import ApiModel, as_dict, get_str, set_fields, wire
+from .fields import ApiModel, RawReply, as_dict, get_str, set_fields, wire
 from .mac import normalise_mac, parse_mac
 
 CHAT_HISTORY_CONF = {0: "off", 1: "text", 2: "text+audio"}
@@ -43,7 +43,7 @@ class Captcha:
 
 
 @dataclass(frozen=True)
-class Agent(ApiModel):
+class Agent(RawReply):
     """An agent as `agent/list`, `agent/search` or `agent/{id}` describe it (each gives a subset)."""
 
     wire_case = "camel"
@@ -70,7 +70,6 @@ class Agent(ApiModel):
     created_at: str | None = None
     updated_at: str | None = None
     extra: dict[str, Any] | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -208,7 +207,7 @@ API_NAMES = {
 
 
 @dataclass(frozen=True)
-class Device(ApiModel):
+class Device(RawReply):
     """A device bound to an agent (`device/bind/{agentId}`); `id` is its MAC."""
 
     wire_case = "camel"
@@ -221,7 +220,6 @@ class Device(ApiModel):
     app_version: str | None = None
     last_connected_at: str | None = None
     auto_update: int | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def mac(self) -> str:
@@ -261,7 +259,7 @@ class PreregisterOutcome:
 
 
 @dataclass(frozen=True)
-class PreregisterResult(ApiModel):
+class PreregisterResult(RawReply):
     """`device/preregister`'s bare reply: partial success is normal, not an error.
 
     The reply names only the failures; a MAC it does not name counts as registered only when
@@ -270,7 +268,6 @@ class PreregisterResult(ApiModel):
 
     success_count: int
     failed: list[PreregisterFailure]
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def expected_successes(self, requested: Sequence[str], serials: Sequence[str] = ()) -> int:
         """How many successes `failed` implies: the requested MACs and serials it does not name."""
@@ -330,7 +327,7 @@ class PreregisterResult(ApiModel):
 
 
 @dataclass(frozen=True)
-class PreregDevice(ApiModel):
+class PreregDevice(RawReply):
     """A pre-registered device (`/v1/pre-register/...`)."""
 
     id: str
@@ -339,21 +336,19 @@ class PreregDevice(ApiModel):
     serial_number: str | None
     status: int | None
     created_at: str | None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class ChatSession(ApiModel):
+class ChatSession(RawReply):
     wire_case = "camel"
 
     session_id: str
     created_at: str | None
     chat_count: int | None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class ChatMessage(ApiModel):
+class ChatMessage(RawReply):
     """One line of a session: who spoke (`chat_type` 1 user, 2 agent, 3 tool) and what."""
 
     wire_case = "camel"
@@ -366,7 +361,6 @@ class ChatMessage(ApiModel):
     tool_info: str | None
     tool_duration_ms: int | None = wire("toolDuration", default=None)
     client_listen_mode: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def speaker(self) -> str:
@@ -376,7 +370,7 @@ class ChatMessage(ApiModel):
 
 
 @dataclass(frozen=True)
-class VoiceClone(ApiModel):
+class VoiceClone(RawReply):
     """A voice-clone slot: Init → Training → Success | Failed; its language is fixed at creation."""
 
     id: str = wire(required="Qiniu: a voice clone in the reply has no id")
@@ -385,7 +379,6 @@ class VoiceClone(ApiModel):
     demo_url: str | None = None
     state: str | None = None
     tier: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def finished(self) -> bool:

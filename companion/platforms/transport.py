@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict, Unpack
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -229,10 +229,20 @@ class Transport:
             await self._sleep(delay)
 
 
-class TransportClient:
-    """What every platform client shares: `async with Client(...) as client:` closes its transport."""
+class TransportOptions(TypedDict, total=False):
+    """The keyword arguments every platform client passes on to its Transport."""
 
-    _transport: Transport
+    timeout_s: float
+    retry: RetryPolicy | None
+    sleep: Sleep
+
+
+class TransportClient:
+    """What every platform client shares: its Transport (made from the TransportOptions it was given),
+    and `async with Client(...) as client:` closing it."""
+
+    def __init__(self, platform: str, **options: Unpack[TransportOptions]) -> None:
+        self._transport = Transport(platform, **options)
 
     async def __aenter__(self) -> Self:
         return self

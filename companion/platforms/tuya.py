@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, TypeVar, Unpack
 from urllib.parse import quote
 
 from ..service.logsetup import register_secret
@@ -23,12 +23,9 @@ from .envelopes import TUYA, TUYA_TOKEN_CODES, unwrap_tuya
 from .errors import PlatformAPIError, PlatformAuthError, PlatformError
 from .fields import as_dict, as_list, get_int
 from .transport import (
-    DEFAULT_TIMEOUT_S,
     Reply,
-    RetryPolicy,
-    Sleep,
-    Transport,
     TransportClient,
+    TransportOptions,
     host_of,
     normalise_base_url,
 )
@@ -64,6 +61,7 @@ PAGE_MAX = 20  # history, custom-role and voice pages and batch deletes all stop
 MAX_PAGES = 10_000
 DOCS = "https://developer.tuya.com/en/docs/cloud/"
 KIT = "https://developer.tuya.com/en/docs/iot/device-panel-intelligent-agent-development-kit?id=Kfee4uarzooc5"
+M = TypeVar("M")
 METHODS = ("GET", "POST", "PUT", "DELETE")
 Check = Callable[[Mapping[str, Any]], None]
 
@@ -228,6 +226,24 @@ def _text_or_none(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+class BatchDelete(NamedTuple):
+    """An action that deletes items by a comma-separated list of ids, or all of them with a flag."""
+
+    action: str
+    ids_key: str
+    all_key: str
+    noun: str
+    plural: str
+
+
+HISTORY_DELETE = BatchDelete(
+    "aiAgent.delChatDeviceChatHistory", "request_ids", "clear_all_history", "request id", "entries"
+)
+MEMORY_DELETE = BatchDelete(
+    "aiAgent.delChatDeviceMemory", "memory_keys", "clear_all_memory", "memory key", "memories"
+)
+
+
 def chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -243,10 +259,8 @@ class TuyaClient(TransportClient):
         *,
         region: str = DEFAULT_REGION,
         base_url: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        retry: RetryPolicy | None = None,
-        sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        **transport: Unpack[TransportOptions],
     ) -> None:
         if not client_id or not secret:
             raise PlatformError("Tuya: the client id and the secret are both needed")
@@ -258,7 +272,7 @@ class TuyaClient(TransportClient):
         self._clock = clock
         self._token: TuyaToken | None = None
         self._lock = asyncio.Lock()
-        self._transport = Transport(TUYA, timeout_s=timeout_s, retry=retry, sleep=sleep)
+        super().__init__(TUYA, **transport)
 
     def __repr__(self) -> str:
         return f"TuyaClient(base_url={self.base_url!r})"
@@ -447,23 +461,32 @@ class TuyaClient(TransportClient):
         self, device_id: str, page_size: int = PAGE_MAX
     ) -> tuple[int | None, list[Role]]:
         """(total, roles): every custom role of the device, page by page."""
+        return await self._numbered_pages(
+            "aiAgent.listChatDeviceCustomRolePage", device_id, {}, page_size, Role.from_api
+        )
+
+    async def _numbered_pages(
+        self,
+        action: str,
+        device_id: str,
+        params: Mapping[str, Any],
+        page_size: int,
+        decode: Callable[[Any], M],
+    ) -> tuple[int | None, list[M]]:
+        """(total, items) of a list paged by `page_no` (pages of at most 20): pages are fetched until one
+        comes back short or empty, or `total` items are in hand."""
         page_size = max(1, min(page_size, PAGE_MAX))
-        roles: list[Role] = []
+        found: list[M] = []
         total: int | None = None
         for page_no in range(1, MAX_PAGES + 1):
-            result = as_dict(
-                await self.call(
-                    "aiAgent.listChatDeviceCustomRolePage",
-                    device_id,
-                    {"page_no": page_no, "page_size": page_size},
-                )
-            )
+            page_params = {"page_no": page_no, "page_size": page_size, **params}
+            result = as_dict(await self.call(action, device_id, page_params))
             total = get_int(result, "total")
             items = as_list(result.get("list"))
-            roles.extend(Role.from_api(item) for item in items)
-            if not items or len(items) < page_size or (total is not None and len(roles) >= total):
+            found.extend(decode(item) for item in items)
+            if not items or len(items) < page_size or (total is not None and len(found) >= total):
                 break
-        return total, roles
+        return total, found
 
     async def get_custom_role(self, device_id: str, role_id: str) -> Role:
         return Role.from_api(
@@ -566,13 +589,8 @@ class TuyaClient(TransportClient):
         role_id: str | None = None,
     ) -> int:
         """Delete the given entries, 20 ids per call; returns how many calls were made."""
-        return await self._delete_in_batches(
-            "aiAgent.delChatDeviceChatHistory",
-            device_id,
-            request_ids,
-            ("request_ids", "clear_all_history", "request id", "entries"),
-            _role_query(bind_role_type, role_id),
-        )
+        base = _role_query(bind_role_type, role_id)
+        return await self._delete_in_batches(HISTORY_DELETE, device_id, request_ids, base)
 
     async def clear_history(
         self, device_id: str, *, bind_role_type: int | None = None, role_id: str | None = None
@@ -582,29 +600,24 @@ class TuyaClient(TransportClient):
         return await self.call("aiAgent.delChatDeviceChatHistory", device_id, params)
 
     async def _delete_in_batches(
-        self,
-        action: str,
-        device_id: str,
-        items: Sequence[str],
-        names: tuple[str, str, str, str],
-        base: Mapping[str, Any],
+        self, spec: BatchDelete, device_id: str, items: Sequence[str], base: Mapping[str, Any]
     ) -> int:
-        """Send `items` 20 per call under `names[0]` (with `names[1]` false); returns the call count.
+        """Send `items` 20 per call under `spec.ids_key` (with `spec.all_key` false); returns the call
+        count.
 
         A failed batch says how many items the earlier batches already removed.
         """
-        ids_key, all_key, noun, plural = names
         ids = list(dict.fromkeys(item.strip() for item in items if item.strip()))
         if not ids:
-            raise PlatformError(f"give at least one {noun} (or clear them all)")
+            raise PlatformError(f"give at least one {spec.noun} (or clear them all)")
         done = 0
         calls = 0
         for batch in chunks(ids, PAGE_MAX):
-            params = {**base, all_key: False, ids_key: ",".join(batch)}
+            params = {**base, spec.all_key: False, spec.ids_key: ",".join(batch)}
             try:
-                await self.call(action, device_id, params)
+                await self.call(spec.action, device_id, params)
             except PlatformAPIError as exc:
-                note = f"{done} of {len(ids)} {plural} were deleted before this failure"
+                note = f"{done} of {len(ids)} {spec.plural} were deleted before this failure"
                 raise PlatformAPIError(
                     TUYA, exc.code, exc.message, hint=f"{exc.hint}; {note}" if exc.hint else note
                 ) from exc
@@ -645,13 +658,8 @@ class TuyaClient(TransportClient):
         self, device_id: str, memory_keys: Sequence[str], *, bind_role_type: int, role_id: str | None = None
     ) -> int:
         """Delete the given memory keys, 20 per call; returns how many calls were made."""
-        return await self._delete_in_batches(
-            "aiAgent.delChatDeviceMemory",
-            device_id,
-            memory_keys,
-            ("memory_keys", "clear_all_memory", "memory key", "memories"),
-            _role_query(bind_role_type, role_id, required=True),
-        )
+        base = _role_query(bind_role_type, role_id, required=True)
+        return await self._delete_in_batches(MEMORY_DELETE, device_id, memory_keys, base)
 
     async def clear_memories(self, device_id: str, *, bind_role_type: int, role_id: str | None = None) -> Any:
         params = {**_role_query(bind_role_type, role_id, required=True), "clear_all_memory": True}
@@ -717,20 +725,10 @@ class TuyaClient(TransportClient):
         self, device_id: str, *, lang: str | None = None, page_size: int = PAGE_MAX
     ) -> tuple[int | None, list[Timbre]]:
         """(total, voices): every voice offered to the device, page by page (20 at most per page)."""
-        page_size = max(1, min(page_size, PAGE_MAX))
-        voices: list[Timbre] = []
-        total: int | None = None
-        for page_no in range(1, MAX_PAGES + 1):
-            params: dict[str, Any] = {"page_no": page_no, "page_size": page_size}
-            if lang:
-                params["lang"] = lang
-            result = as_dict(await self.call("aiAgent.listChatDeviceTimbreMarket", device_id, params))
-            total = get_int(result, "total")
-            items = as_list(result.get("list"))
-            voices.extend(Timbre.from_api(item) for item in items)
-            if not items or len(items) < page_size or (total is not None and len(voices) >= total):
-                break
-        return total, voices
+        params = {"lang": lang} if lang else {}
+        return await self._numbered_pages(
+            "aiAgent.listChatDeviceTimbreMarket", device_id, params, page_size, Timbre.from_api
+        )
 
     # -- variables ----------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import PlatformError
-from .fields import ApiModel, as_dict, get_int, get_str, set_fields, wire
+from .fields import ApiModel, RawReply, as_dict, get_int, get_str, set_fields, wire
 
 BIND_ROLE_TYPES = {0: "custom", 1: "template", 2: "single"}
 
@@ -42,7 +42,7 @@ class TuyaToken:
 
 
 @dataclass(frozen=True)
-class Role(ApiModel):
+class Role(RawReply):
     """A role as the custom-role, template and binding calls describe it (each gives a subset)."""
 
     role_id: str | None
@@ -62,7 +62,6 @@ class Role(ApiModel):
     speed: str | None = None
     last_text_answer: str | None = None
     llm_support_func_tag_list: list[str] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -92,14 +91,13 @@ class Utterance(ApiModel):
 
 
 @dataclass(frozen=True)
-class HistoryEntry(ApiModel):
+class HistoryEntry(RawReply):
     """One exchange of the device's chat history: the question, the answer, when, and its request id."""
 
     request_id: str | None
     gmt_create: int | None
     question: list[Utterance]
     answer: list[Utterance]
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def question_text(self) -> str:
@@ -111,16 +109,15 @@ class HistoryEntry(ApiModel):
 
 
 @dataclass(frozen=True)
-class MemorySwitch(ApiModel):
+class MemorySwitch(RawReply):
     """Whether the agent keeps memories and chat summaries."""
 
     memory_open: bool | None = None
     summary_open: bool | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class Memory(ApiModel):
+class Memory(RawReply):
     """One remembered fact, e.g. sys.memoryBirthday = 七月七号."""
 
     memory_key: str | None = None
@@ -128,58 +125,52 @@ class Memory(ApiModel):
     memory_value: str | None = None
     effective_scope: int | None = None
     effective_scope_name: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class MemoryScope(ApiModel):
+class MemoryScope(RawReply):
     """The memories that apply in one scope (the role, the home, the user)."""
 
     effective_scope: int | None = None
     effective_scope_name: str | None = None
     memory_list: list[Memory] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class Avatar(ApiModel):
+class Avatar(RawReply):
     """An image a role may use as role_img_url."""
 
     url: str | None = None
     avatar_id: str | None = wire("avatar_id", "avatarId", default=None)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class Language(ApiModel):
+class Language(RawReply):
     """A language a role may speak (use_lang_code)."""
 
     lang_code: str | None = None
     lang_name: str | None = None
     has_default: bool | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class LargeModel(ApiModel):
+class LargeModel(RawReply):
     """A large language model a role may use (use_llm_id; the API sends the id as a number)."""
 
     llm_id: str | None = None
     llm_name: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class Variable(ApiModel):
+class Variable(RawReply):
     """An agent variable; `custom.*` ones are defined on the developer platform."""
 
     variable_key: str | None = None
     variable_value: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class Timbre(ApiModel):
+class Timbre(RawReply):
     """A voice a role may use (use_timbre_id); this one reply is camelCase."""
 
     wire_case = "camel"
@@ -190,4 +181,3 @@ class Timbre(ApiModel):
     desc_tags: list[str] = field(default_factory=list)
     support_langs: list[str] = field(default_factory=list)
     speed: int | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
