@@ -157,13 +157,8 @@ class EspaiBackend:
     async def start_listening(self, mode: ListenMode) -> None:
         """`start`: a new session; audio is held until the server says `iat_start`."""
         del mode  # our endpointer ends the utterance with `iat_end` (the server's VAD may end it first)
-        if self._proto.in_turn or self.player is not None:
-            await self.abort("a new turn starts")
-        if not self._ready:
-            log.warning("cannot start a turn: not connected to the ESP-AI server")
-            return
-        self._new_player(uploading=True)
-        await self._send(self._proto.start())
+        if await self._open_turn(uploading=True):
+            await self._send(self._proto.start())
 
     async def stop_listening(self) -> None:
         """`iat_end`: recognise what was said now."""
@@ -193,13 +188,18 @@ class EspaiBackend:
 
     async def send_text(self, text: str) -> None:
         """A typed utterance: `char_txt`; the server answers in a new session."""
+        if await self._open_turn(uploading=False):
+            await self._send(self._proto.text_turn(text))
+
+    async def _open_turn(self, *, uploading: bool) -> bool:
+        """End a turn still open, then get a player ready for the new one; False when not connected."""
         if self._proto.in_turn or self.player is not None:
             await self.abort("a new turn starts")
         if not self._ready:
             log.warning("cannot start a turn: not connected to the ESP-AI server")
-            return
-        self._new_player(uploading=False)
-        await self._send(self._proto.text_turn(text))
+            return False
+        self._new_player(uploading=uploading)
+        return True
 
     async def send_tool_result(self, payload: dict[str, Any]) -> None:
         """The ESP-AI protocol has no device tools; nothing is sent."""
