@@ -30,11 +30,11 @@ def _aborted_more_than(server: Any, count: int) -> bool:
 
 
 async def _measure(pulse: Any, tries: int) -> dict[str, Any]:
-    from companion.fieldtest.echo_server import EchoServer
     from tests.daemon_process import DaemonProcess
+    from tests.peers.xiaozhi_echo import EchoPeer
 
     latencies = []
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         with tempfile.TemporaryDirectory() as state:
             daemon = await DaemonProcess(
                 "run", "--input", "default", "--output", "default", "--set", "audio.echo=headset",

@@ -105,13 +105,13 @@ def malformed_frames(count: int = 100_000, seed: int = 1) -> dict[str, Any]:
 async def server_kills(count: int = 100) -> dict[str, Any]:
     """Kill the server's side of the connection mid-turn `count` times; the backend must come back."""
     from companion.events import ListenMode
-    from companion.fieldtest.echo_server import EchoServer
     from companion.net.backoff import Backoff
+    from tests.peers.xiaozhi_echo import EchoPeer
     from tests.xiaozhi_harness import BackendHarness, fast_settings, opus_frames, speech_pcm
 
     returns: list[float] = []
     pcm = speech_pcm(1.0)
-    async with EchoServer() as server:
+    async with EchoPeer() as server:
         settings = fast_settings(server.websocket_url)
         async with BackendHarness(settings, backoff=Backoff(initial=0.05, cap=0.5)) as h:
             await h.wait_connected()
@@ -140,10 +140,10 @@ def _proc_status(pid: int) -> dict[str, float]:
 
 async def restarts(count: int = 300) -> dict[str, Any]:
     """In-process restarts through `self.reboot`: RSS and threads must stay flat."""
-    from companion.fieldtest.echo_server import EchoServer
     from tests.daemon_process import DaemonProcess
+    from tests.peers.xiaozhi_echo import EchoPeer
 
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         with tempfile.TemporaryDirectory() as state:
             daemon = await DaemonProcess(
                 "run", "--input", str(ASSET), "--output", str(Path(state) / "out.wav"),
@@ -182,16 +182,16 @@ async def restarts(count: int = 300) -> dict[str, Any]:
 
 async def audio_losses(count: int = 20) -> dict[str, Any]:
     """Kill the sound server under the daemon `count` times; the microphone must come back each time."""
-    from companion.fieldtest.echo_server import EchoServer
     from tests.daemon_process import DaemonProcess
     from tests.peers.pulse import PulseServer
+    from tests.peers.xiaozhi_echo import EchoPeer
 
     pulse = PulseServer()
     pulse.start()
     recoveries: list[float] = []
     failures: list[str] = []
     try:
-        async with EchoServer(port=0) as server:
+        async with EchoPeer(port=0) as server:
             with tempfile.TemporaryDirectory() as state:
                 daemon = await DaemonProcess(
                     "run", "--input", "default", "--output", str(Path(state) / "out.wav"),

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from companion.fieldtest.echo_server import EchoServer
 from tests.daemon_process import DaemonProcess
+from tests.peers.xiaozhi_echo import EchoPeer
 
 pytestmark = pytest.mark.slow
 
@@ -22,14 +22,14 @@ MARKS = (
 )  # fmt: skip
 
 
-def args_for(server: EchoServer, wav: Path, out: Path, *extra: str) -> list[str]:
+def args_for(server: EchoPeer, wav: Path, out: Path, *extra: str) -> list[str]:
     return [
         "run", "--input", str(wav), "--output", str(out),
         "--set", f'xiaozhi.websocket_url="{server.websocket_url}"', "--set", "xiaozhi.settle_ms=200", *extra,
     ]  # fmt: skip
 
 
-async def one_turn(server: EchoServer, speech_wav: Path, tmp_path: Path) -> Path:
+async def one_turn(server: EchoPeer, speech_wav: Path, tmp_path: Path) -> Path:
     """Run the daemon for one turn against `server`; returns its state directory."""
     state = tmp_path / "state"
     daemon = await DaemonProcess(
@@ -43,7 +43,7 @@ async def one_turn(server: EchoServer, speech_wav: Path, tmp_path: Path) -> Path
 
 
 async def test_every_turn_leaves_a_complete_private_record(speech_wav: Path, tmp_path: Path) -> None:
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         state = await one_turn(server, speech_wav, tmp_path)
     path = state / "turns.jsonl"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -65,7 +65,7 @@ async def test_a_reply_whose_tts_stop_comes_late_records_no_underrun(
 ) -> None:
     """xiaozhi-esp32-server sends `tts stop` ~0.4 s after its last packet: the speaker buffer is empty
     by then, which is the reply's end, not a gap in it."""
-    async with EchoServer(port=0, variant="xinnan") as server:
+    async with EchoPeer(port=0, variant="xinnan") as server:
         state = await one_turn(server, speech_wav, tmp_path)
     (record,) = [json.loads(line) for line in (state / "turns.jsonl").read_text().splitlines()]
     assert record["outcome"] == "completed" and record["underruns"] == 0
@@ -74,7 +74,7 @@ async def test_a_reply_whose_tts_stop_comes_late_records_no_underrun(
 async def test_sigterm_during_a_reply_exits_cleanly_within_two_seconds(
     speech_wav: Path, tmp_path: Path
 ) -> None:
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         daemon = await DaemonProcess(
             *args_for(server, speech_wav, tmp_path / "out.wav", "--set", "telemetry.enabled=false"),
             state_dir=tmp_path / "state",
@@ -96,7 +96,7 @@ async def test_sigterm_during_a_reply_exits_cleanly_within_two_seconds(
 async def test_sighup_reloads_the_configuration_and_keeps_running(speech_wav: Path, tmp_path: Path) -> None:
     config = tmp_path / "companion.toml"
     config.write_text("[vad]\naggressiveness = 2\n[telemetry]\nenabled = false\n")
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         daemon = await DaemonProcess(
             *args_for(server, speech_wav, tmp_path / "out.wav", "--config", str(config)),
             state_dir=tmp_path / "state",
@@ -123,7 +123,7 @@ async def test_sighup_reloads_the_configuration_and_keeps_running(speech_wav: Pa
 
 async def test_a_debug_log_of_a_full_turn_holds_no_secret(speech_wav: Path, tmp_path: Path) -> None:
     token = "tok-3f9a1c77e2b44d0e9b1a"
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         daemon = await DaemonProcess(
             *args_for(server, speech_wav, tmp_path / "out.wav", "--turns", "1", "--debug",
                       "--set", "log.wire=true"),
@@ -159,7 +159,7 @@ async def test_the_running_daemon_exports_where_audio_was_dropped(speech_wav: Pa
     from tests.peers.platform_http import free_port
 
     port = free_port()
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         daemon = await DaemonProcess(
             *args_for(server, speech_wav, tmp_path / "out.wav", "--set", f"telemetry.prometheus_port={port}"),
             state_dir=tmp_path / "state",

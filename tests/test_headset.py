@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from companion.config import VadSettings
-from companion.fieldtest.echo_server import EchoServer
 from tests.daemon_process import DaemonProcess
 from tests.peers.pulse import PulseServer
+from tests.peers.xiaozhi_echo import EchoPeer
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow]
 
@@ -26,7 +26,7 @@ def test_close_talk_tuning_applies_only_to_headsets() -> None:
 
 
 async def test_talking_over_the_reply_aborts_it(pulse: PulseServer, speech_wav: Path, tmp_path: Path) -> None:
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         daemon = await DaemonProcess(
             "run", "--input", "default", "--output", "default", "--set", "audio.echo=headset",
             "--set", f'xiaozhi.websocket_url="{server.websocket_url}"', "--set", "xiaozhi.settle_ms=200",
@@ -53,7 +53,7 @@ async def test_talking_over_the_reply_aborts_it(pulse: PulseServer, speech_wav: 
     assert "listen start" in daemon.output() or "state: idle → listening" in daemon.output()
 
 
-def _abort_time(server: EchoServer) -> float | None:
+def _abort_time(server: EchoPeer) -> float | None:
     for record in server.records:
         for when, text in record.received:
             if json.loads(text).get("type") == "abort":

@@ -1,10 +1,10 @@
 """`provision_qiniu` against a local Qiniu management server joined to the echo server's OTA endpoints.
 
 The two local peers stand for the two halves of the real platform: the management API (tests/peers/
-platform_qiniu.py) and the device-facing OTA/activation server (companion/fieldtest/echo_server.py).
-On the real
-platform they share one database; here `LinkedQiniuPeer` joins them: codes the OTA side hands out can be
-bound through the API, and a bind or pre-registration through the API is what the OTA side then sees.
+platform_qiniu.py) and the device-facing OTA/activation server (the echo server, tests/peers/
+xiaozhi_echo.py). On the real platform they share one database; here `LinkedQiniuPeer` joins them:
+codes the OTA side hands out can be bound through the API, and a bind or pre-registration through the
+API is what the OTA side then sees.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from companion.bringup.provisioning import (
 )
 from companion.config import OFFICIAL_OTA_URL, XiaozhiSettings
 from companion.errors import EX_UNAVAILABLE
-from companion.fieldtest.echo_server import EchoServer
 from companion.platforms.errors import PlatformError
 from companion.platforms.qiniu import QiniuClient
 from tests.peers.platform_http import Answer, Recorded, free_port
 from tests.peers.platform_qiniu import QiniuPeer
+from tests.peers.xiaozhi_echo import EchoPeer
 
 MAC = "0e:8e:18:32:ec:22"
 IDENTITY = Identity(MAC, "36c98363-3656-43cb-a00f-8bced2391a90")
@@ -56,7 +56,7 @@ class LinkedQiniuPeer(QiniuPeer):
 
     def __init__(
         self,
-        echo: EchoServer,
+        echo: EchoPeer,
         loop: asyncio.AbstractEventLoop,
         *,
         share_codes: bool = True,
@@ -100,7 +100,7 @@ class LinkedQiniuPeer(QiniuPeer):
 
 @dataclass
 class Rig:
-    echo: EchoServer
+    echo: EchoPeer
     peer: LinkedQiniuPeer
     agent_id: str
     token: str
@@ -127,10 +127,10 @@ class Rig:
 async def rig(
     *, share_codes: bool = True, report_binds: bool = True, seed_only: bool = False, **echo_options: Any
 ) -> AsyncIterator[Rig]:
-    """An echo server with OTA (options as EchoServer's) and the linked platform with agent 客厅
+    """An echo server with OTA (options as EchoPeer's) and the linked platform with agent 客厅
     (`seed_only`: a platform with only the calls the seeds name)."""
     echo_options.setdefault("ota", True)
-    async with EchoServer(**echo_options) as echo:
+    async with EchoPeer(**echo_options) as echo:
         peer = LinkedQiniuPeer(
             echo, asyncio.get_running_loop(), share_codes=share_codes, report_binds=report_binds
         )

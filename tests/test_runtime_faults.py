@@ -12,7 +12,7 @@ import pytest
 from companion.config import load_settings
 from companion.daemon.runtime import RunOptions, Runtime
 from companion.errors import AudioDeviceError
-from companion.fieldtest.echo_server import EchoServer
+from tests.peers.xiaozhi_echo import EchoPeer
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ async def test_a_speaker_that_cannot_open_is_logged_and_the_channel_stays_up(
     speech_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         settings = load_settings(
             None,
             [

@@ -11,9 +11,9 @@ import pytest
 from companion.config import load_settings
 from companion.daemon.runtime import RunOptions, Runtime
 from companion.events import DeviceState
-from companion.fieldtest.echo_server import EchoServer
 from firmware_bridge.emulator import AttachedPort, Emulator
 from tests.peers.bridge_socat import SocatCable
+from tests.peers.xiaozhi_echo import EchoPeer
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ async def test_tools_called_by_the_server_act_on_speaker_and_leds(
     speech_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
-    async with EchoServer(port=0) as server, SocatCable(tmp_path) as cable:
+    async with EchoPeer(port=0) as server, SocatCable(tmp_path) as cable:
         emulator = Emulator(AttachedPort(cable.board))
         board = asyncio.create_task(emulator.run())
         settings = load_settings(
@@ -78,7 +78,7 @@ async def test_reboot_action_ignore_also_refuses_the_agent_s_reboot_tool(
     speech_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         settings = load_settings(
             None,
             [

@@ -10,7 +10,7 @@ import pytest
 from companion.config import load_settings
 from companion.daemon.runtime import RunOptions, Runtime
 from companion.events import DeviceState
-from companion.fieldtest.echo_server import EchoServer
+from tests.peers.xiaozhi_echo import EchoPeer
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ async def test_an_unbound_device_shows_and_speaks_its_code_then_talks_once_bound
     speech_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
-    async with EchoServer(port=0, activation=True) as server:
+    async with EchoPeer(port=0, activation=True) as server:
         settings = load_settings(
             None,
             [

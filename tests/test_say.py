@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from companion.fieldtest.echo_server import EchoServer
 from tests.daemon_process import DaemonProcess
+from tests.peers.xiaozhi_echo import EchoPeer
 
 pytestmark = pytest.mark.slow
 
 
 async def test_say_sends_the_text_and_plays_the_reply(tmp_path: Path) -> None:
     out = tmp_path / "reply.wav"
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         daemon = await DaemonProcess(
             "say", "turn on the light", "--set", f'xiaozhi.websocket_url="{server.websocket_url}"',
             "--set", f'audio.output="{out}"', "--set", "audio.input=no-such-microphone",

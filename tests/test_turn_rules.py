@@ -12,7 +12,7 @@ import pytest
 from companion.config import Settings, load_settings
 from companion.daemon.runtime import RunOptions, Runtime
 from companion.events import DeviceState
-from companion.fieldtest.echo_server import EchoServer
+from tests.peers.xiaozhi_echo import EchoPeer
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ async def test_no_uplink_while_speaking_and_one_listen_start_after_playback_drai
     speech_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
         runtime = Runtime(settings_for(server.websocket_url, speech_wav, tmp_path / "out.wav"), RunOptions())
         task = asyncio.create_task(runtime.run())
         try:
@@ -78,7 +78,7 @@ async def test_an_unreachable_server_is_retried_and_reached_once_it_appears(
         while runtime.conversation is None:
             await asyncio.sleep(0)
         await asyncio.wait_for(runtime.conversation.wait_for_state(DeviceState.OFFLINE), 10)
-        async with EchoServer(port=port):
+        async with EchoPeer(port=port):
             await asyncio.wait_for(runtime.conversation.wait_for_state(DeviceState.IDLE), 10)
     finally:
         runtime.stop()

@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from companion.events import EMOTIONS
 from companion.fieldtest.echo_server import EMOJI, EchoServer, emotion_for
 from companion.protocols.xiaozhi import messages
+from tests.peers.xiaozhi_echo import EchoPeer
 from tests.xiaozhi_harness import IDENTITY, opus_frames, speech_pcm
 
 HEADERS = {"Device-Id": IDENTITY.device_id, "Client-Id": IDENTITY.client_id, "Protocol-Version": "1"}
@@ -67,7 +68,7 @@ async def test_no_mcp_initialize_when_the_hello_does_not_offer_mcp() -> None:
 
 
 async def test_xinnan_variant_echoes_the_client_audio_params() -> None:
-    async with EchoServer(variant="xinnan") as server:
+    async with EchoPeer(variant="xinnan") as server:
         ws, reply = await open_client(server)
         await ws.close()
     assert reply["audio_params"]["sample_rate"] == 16000 and reply["version"] == 1
@@ -150,7 +151,7 @@ async def test_wake_word_detect_gets_stt_and_stop_and_text_turn_gets_a_reply() -
 
 
 async def test_call_tool_reaches_the_client_and_returns_its_reply() -> None:
-    async with EchoServer() as server:
+    async with EchoPeer() as server:
         ws, reply = await open_client(server)
         await asyncio.wait_for(ws.recv(), 2)  # initialize
 
@@ -229,7 +230,7 @@ async def test_text_turn_llm_message_carries_the_emoji_and_its_emotion() -> None
 
 
 async def test_realtime_mode_talking_over_the_reply_stops_it() -> None:
-    async with EchoServer() as server:
+    async with EchoPeer() as server:
         ws, reply = await open_client(server)
         sid = reply["session_id"]
         await asyncio.wait_for(ws.recv(), 2)

@@ -16,8 +16,9 @@ from companion.backends.xiaozhi.identity import MAC_RE, load_identity, normalize
 from companion.config import XiaozhiSettings
 from companion.errors import ConfigError
 from companion.events import Alert, Connected, Disconnected
-from companion.fieldtest.echo_server import EchoServer, make_token, verify_token
+from companion.fieldtest.echo_server import make_token
 from tests.peers.tls_ca import make_ca_and_server_cert
+from tests.peers.xiaozhi_echo import EchoPeer, verify_token
 from tests.xiaozhi_harness import IDENTITY, BackendHarness, fast_settings
 
 # ---------------------------------------------------------------- identity
@@ -96,7 +97,7 @@ def test_a_corrupt_identity_file_is_replaced(tmp_path: Path) -> None:
 
 
 async def test_ota_check_sends_the_firmware_headers_and_body() -> None:
-    async with EchoServer(ota=True) as server:
+    async with EchoPeer(ota=True) as server:
         reply = await ota.check(XiaozhiSettings(ota_url=server.ota_url), IDENTITY)
     request = server.ota_requests[0]
     headers, body = request["headers"], request["body"]
@@ -146,13 +147,13 @@ def test_reply_parsing_keeps_secrets_out_of_repr_and_reads_server_time() -> None
 
 
 async def test_ota_reply_that_is_not_json_raises_a_clear_error() -> None:
-    async with EchoServer(ota_not_json=True) as server:
+    async with EchoPeer(ota_not_json=True) as server:
         with pytest.raises(ota.OtaError, match="is not JSON: '<html><body>502 Bad Gateway"):
             await ota.check(XiaozhiSettings(ota_url=server.ota_url), IDENTITY)
 
 
 async def test_unreachable_ota_server_raises_a_clear_error() -> None:
-    async with EchoServer(ota=True) as server:
+    async with EchoPeer(ota=True) as server:
         url = server.ota_url
     with pytest.raises(ota.OtaError, match="cannot reach the OTA server"):
         await ota.check(XiaozhiSettings(ota_url=url), IDENTITY)
@@ -165,7 +166,7 @@ async def test_activation_polls_until_bound_then_the_reply_has_the_channel(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     codes: list[ota.Activation] = []
-    async with EchoServer(activation=True, bind_after_polls=3) as server:
+    async with EchoPeer(activation=True, bind_after_polls=3) as server:
         with caplog.at_level(logging.WARNING):
             reply = await ota.activate(
                 XiaozhiSettings(ota_url=server.ota_url), IDENTITY, on_code=codes.append, poll_s=0.01
@@ -180,7 +181,7 @@ async def test_activation_polls_until_bound_then_the_reply_has_the_channel(
 
 async def test_activation_cycles_ota_after_ten_unanswered_polls() -> None:
     codes: list[ota.Activation] = []
-    async with EchoServer(activation=True) as server:
+    async with EchoPeer(activation=True) as server:
 
         def bind_on_second_code(code: ota.Activation) -> None:
             codes.append(code)
@@ -195,7 +196,7 @@ async def test_activation_cycles_ota_after_ten_unanswered_polls() -> None:
 
 
 async def test_the_backend_activates_before_opening_the_channel() -> None:
-    async with EchoServer(activation=True, bind_after_polls=1) as server:
+    async with EchoPeer(activation=True, bind_after_polls=1) as server:
         h = BackendHarness(fast_settings(ota_url=server.ota_url))
         async with h:
             await h.wait_connected(10)
@@ -231,7 +232,7 @@ async def test_wss_and_https_work_when_the_config_names_the_ca(
     tls_server_context: tuple[ssl.SSLContext, Path],
 ) -> None:
     context, ca = tls_server_context
-    async with EchoServer(ota=True, ssl_context=context) as server:
+    async with EchoPeer(ota=True, ssl_context=context) as server:
         assert server.ota_url.startswith("https://") and server.websocket_url.startswith("wss://")
         settings = fast_settings(ota_url=server.ota_url, tls_ca=str(ca))
         async with BackendHarness(settings) as h:
@@ -243,7 +244,7 @@ async def test_a_self_signed_server_is_refused_with_a_clear_message(
     tls_server_context: tuple[ssl.SSLContext, Path],
 ) -> None:
     context, _ca = tls_server_context
-    async with EchoServer(ota=True, ssl_context=context) as server:
+    async with EchoPeer(ota=True, ssl_context=context) as server:
         with pytest.raises(
             ota.OtaError, match=r"TLS certificate of https://127\.0\.0\.1.*set xiaozhi\.tls_ca"
         ):
@@ -269,7 +270,7 @@ async def test_a_refused_certificate_is_explained_by_its_cause_not_blamed_on_the
     ca, cert, key = make_ca_and_server_cert(tmp_path, **cert_options)  # type: ignore[arg-type]
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    async with EchoServer(ota=True, ssl_context=context) as server:
+    async with EchoPeer(ota=True, ssl_context=context) as server:
         with pytest.raises(ota.OtaError) as refused:
             await ota.check(XiaozhiSettings(ota_url=server.ota_url, tls_ca=str(ca)), IDENTITY)
         async with BackendHarness(fast_settings(server.websocket_url, tls_ca=str(ca))) as h:

@@ -26,8 +26,8 @@ from companion.events import (
     ToolRequest,
     Transcript,
 )
-from companion.fieldtest.echo_server import EchoServer
 from tests.peers.tcp_blackhole import BlackholeProxy
+from tests.peers.xiaozhi_echo import EchoPeer
 from tests.peers.xiaozhi_scripted import ScriptedServer
 from tests.xiaozhi_harness import IDENTITY, BackendHarness, fast_settings, opus_frames, speech_pcm
 
@@ -50,7 +50,7 @@ def test_handshake_headers_vector() -> None:
 
 
 async def test_headers_and_hello_arrive_on_the_wire_as_the_firmware_sends_them() -> None:
-    async with EchoServer() as server, BackendHarness(fast_settings(server.websocket_url, token="abc")) as h:
+    async with EchoPeer() as server, BackendHarness(fast_settings(server.websocket_url, token="abc")) as h:
         await h.wait_connected()
         (record,) = server.records
     headers = {k.lower(): v for k, v in record.headers.items()}
@@ -68,7 +68,7 @@ async def test_the_token_is_never_logged_even_at_debug(caplog: pytest.LogCapture
     secret = "s3cr3t-token-value"
     with caplog.at_level(logging.DEBUG):
         async with (
-            EchoServer() as server,
+            EchoPeer() as server,
             BackendHarness(fast_settings(server.websocket_url, token=secret)) as h,
         ):
             await h.wait_connected()
@@ -81,7 +81,7 @@ async def test_the_token_is_never_logged_even_at_debug(caplog: pytest.LogCapture
 
 
 async def test_auto_turn_follows_the_spec_order_and_gates_the_uplink() -> None:
-    async with EchoServer() as server, BackendHarness(fast_settings(server.websocket_url)) as h:
+    async with EchoPeer() as server, BackendHarness(fast_settings(server.websocket_url)) as h:
         await h.wait_connected()
         assert h.of(Connected)[0].session_id == server.records[0].session_id
         await h.backend.start_listening(ListenMode.AUTO)
@@ -110,7 +110,7 @@ async def test_auto_turn_follows_the_spec_order_and_gates_the_uplink() -> None:
 
 async def test_manual_turn_with_xinnan_hello_decodes_at_our_rate() -> None:
     async with (
-        EchoServer(variant="xinnan") as server,
+        EchoPeer(variant="xinnan") as server,
         BackendHarness(fast_settings(server.websocket_url)) as h,
     ):
         await h.wait_connected()
@@ -125,7 +125,7 @@ async def test_manual_turn_with_xinnan_hello_decodes_at_our_rate() -> None:
 
 async def test_duplicate_tts_stop_after_abort_ends_speech_once() -> None:
     async with (
-        EchoServer(variant="duplicate-stop") as server,
+        EchoPeer(variant="duplicate-stop") as server,
         BackendHarness(fast_settings(server.websocket_url)) as h,
     ):
         await h.wait_connected()
@@ -149,7 +149,7 @@ async def test_non_json_text_frames_are_logged_once_and_the_turn_completes(
 ) -> None:
     with caplog.at_level(logging.WARNING):
         async with (
-            EchoServer(variant="non-json") as server,
+            EchoPeer(variant="non-json") as server,
             BackendHarness(fast_settings(server.websocket_url)) as h,
         ):
             await h.wait_connected()
@@ -160,7 +160,7 @@ async def test_non_json_text_frames_are_logged_once_and_the_turn_completes(
 
 async def test_qiniu_variant_without_session_id_notify_and_is_aborted() -> None:
     async with (
-        EchoServer(variant="qiniu") as server,
+        EchoPeer(variant="qiniu") as server,
         BackendHarness(fast_settings(server.websocket_url)) as h,
     ):
         await h.wait_connected()
@@ -188,7 +188,7 @@ async def test_hello_with_wrong_transport_times_out_logs_once_and_retries(
 ) -> None:
     with caplog.at_level(logging.WARNING):
         async with (
-            EchoServer(variant="wrong-transport") as server,
+            EchoPeer(variant="wrong-transport") as server,
             BackendHarness(fast_settings(server.websocket_url, hello_timeout_s=1.0)) as h,
         ):
             await h.wait_for(lambda: h.count(Disconnected) >= 1, 5)
@@ -202,7 +202,7 @@ async def test_hello_with_wrong_transport_times_out_logs_once_and_retries(
 @pytest.mark.parametrize("version", [2, 3])
 async def test_binary_protocol_v2_and_v3_turns_complete(version: int) -> None:
     async with (
-        EchoServer() as server,
+        EchoPeer() as server,
         BackendHarness(fast_settings(server.websocket_url, protocol_version=version)) as h,
     ):
         await h.wait_connected()
@@ -215,7 +215,7 @@ async def test_binary_protocol_v2_and_v3_turns_complete(version: int) -> None:
 
 
 async def test_text_turn_speaks_the_last_utterance_back() -> None:
-    async with EchoServer() as server, BackendHarness(fast_settings(server.websocket_url)) as h:
+    async with EchoPeer() as server, BackendHarness(fast_settings(server.websocket_url)) as h:
         await h.wait_connected()
         await h.manual_turn(SHORT)
         mark = len(h.events)
@@ -227,7 +227,7 @@ async def test_text_turn_speaks_the_last_utterance_back() -> None:
 
 async def test_without_an_mcp_answer_the_channel_is_ready_after_the_settle_time() -> None:
     async with (
-        EchoServer() as server,
+        EchoPeer() as server,
         BackendHarness(fast_settings(server.websocket_url, settle_ms=300), answer_mcp=False) as h,
     ):
         loop = asyncio.get_running_loop()
@@ -241,7 +241,7 @@ async def test_without_an_mcp_answer_the_channel_is_ready_after_the_settle_time(
 
 
 async def test_auth_failure_text_reruns_ota_for_a_fresh_token() -> None:
-    async with EchoServer(variant="auth", ota=True) as server:
+    async with EchoPeer(variant="auth", ota=True) as server:
         settings = fast_settings(ota_url=server.ota_url)
         async with BackendHarness(settings) as h:
             await h.wait_connected()
@@ -253,7 +253,7 @@ async def test_auth_failure_text_reruns_ota_for_a_fresh_token() -> None:
 
 
 async def test_http_401_on_upgrade_is_an_auth_failure() -> None:
-    async with EchoServer(variant="auth-http", ota=True) as server:
+    async with EchoPeer(variant="auth-http", ota=True) as server:
         h = BackendHarness(fast_settings(ota_url=server.ota_url))
         async with h:
             await h.wait_connected()
@@ -267,7 +267,7 @@ async def test_ota_reply_that_is_not_json_is_logged_once_and_retried(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        async with EchoServer(ota_not_json=True) as server:
+        async with EchoPeer(ota_not_json=True) as server:
             h = BackendHarness(fast_settings(ota_url=server.ota_url))
             async with h:
                 await server.wait_until(lambda: len(server.ota_requests) >= 3, 5)
@@ -281,7 +281,7 @@ async def test_ota_reply_that_is_not_json_is_logged_once_and_retried(
 
 @pytest.mark.slow
 async def test_server_killed_mid_turn_20_times_reconnects_and_the_next_turn_completes() -> None:
-    server = EchoServer()
+    server = EchoPeer()
     await server.start()
     port = server.port
     url = server.websocket_url
@@ -298,7 +298,7 @@ async def test_server_killed_mid_turn_20_times_reconnects_and_the_next_turn_comp
                 await h.wait_count(SpeechAudio, 3, since=mark)
                 if attempt % 5 == 4:  # the whole server dies and comes back on the same port
                     await server.stop()
-                    server = EchoServer(port=port)
+                    server = EchoPeer(port=port)
                     await server.start()
                 else:
                     server.kill()
@@ -372,7 +372,7 @@ def test_garbage_frames_never_crash_the_backend_and_the_session_goes_on(
 
 async def test_an_idle_channel_whose_server_says_nothing_stays_up_past_the_idle_timeout() -> None:
     """Real servers send nothing between turns: our own ping's pong proves the channel alive."""
-    async with EchoServer() as server:
+    async with EchoPeer() as server:
         settings = fast_settings(server.websocket_url, idle_timeout_s=1.0)
         async with BackendHarness(settings) as h:
             await h.wait_connected()
@@ -382,7 +382,7 @@ async def test_an_idle_channel_whose_server_says_nothing_stays_up_past_the_idle_
 
 
 async def test_a_silently_dead_link_is_noticed_within_the_idle_timeout_and_reconnected() -> None:
-    async with EchoServer() as server, BlackholeProxy(server.port) as proxy:
+    async with EchoPeer() as server, BlackholeProxy(server.port) as proxy:
         url = server.websocket_url.replace(f":{server.port}/", f":{proxy.port}/")
         async with BackendHarness(fast_settings(url, idle_timeout_s=1.0)) as h:
             await h.wait_connected()

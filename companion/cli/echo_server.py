@@ -35,13 +35,6 @@ log = logging.getLogger("companion")
     help="with --activation: bind automatically after N activation polls",
 )
 @click.option(
-    "--variant",
-    default="",
-    metavar="NAMES",
-    help="behave like a real server, comma-separated: firmware, xinnan, duplicate-stop, non-json, qiniu, "
-    "wrong-transport, auth, auth-http",
-)
-@click.option(
     "--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate: serve wss/https"
 )
 @click.option(
@@ -55,20 +48,15 @@ def echo_server(
     no_ota: bool,
     activation: bool,
     bind_after: int | None,
-    variant: str,
     tls_cert: str | None,
     tls_key: str | None,
     debug: bool,
 ) -> None:
     """A local xiaozhi server that says your words back: test mic, speaker, LEDs and latency offline."""
-    from ..fieldtest.echo_server import EchoServer, parse_variant
+    from ..fieldtest.echo_server import EchoServer
 
     click.get_current_context().meta["companion.debug"] = debug
     configure_logging(None, debug)
-    try:
-        parsed = parse_variant(variant)
-    except ValueError as exc:
-        raise ConfigError(f"--variant: {exc}") from None
     context = None
     if tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -79,7 +67,6 @@ def echo_server(
     server = EchoServer(
         host,
         port,
-        variant=parsed,
         ota=not no_ota,
         ota_port=ota_port,
         activation=activation,

@@ -6,9 +6,19 @@ uplink in `auto`/`realtime` mode (end of speech after real-time silence) or wait
 `tts sentence_start`, the user's speech re-encoded as 24 kHz Opus in 60 ms packets (5 ahead, then paced in
 real time) and `tts stop`. It sends MCP `initialize` (then `tools/list`) when the client offers `mcp`.
 A `listen detect` with text is a text turn: it says the user's last utterance again (or a tone).
+`ota=True` serves the OTA check and activation endpoints on a second port.
 
-Variants make it behave like each real server for conformance tests (see VARIANTS), and `ota=True`
-serves the OTA check and activation endpoints on a second port.
+A subclass changes what it does by overriding methods, never through flags: on `EchoServer`,
+`check_upgrade`, `refusal`, `make_connection`, `ota_check`, `ota_activate` and `ota_reply`; on
+`EchoConnection`, `send_text`/`send` (every frame and message out), `on_text`/`on_binary` (every frame
+in), `hello_reply`, `list_tools`, `reply`, `speak` and `send_stop`. The tests' servers that behave like
+each real server (tests/peers/xiaozhi_echo.py) are built that way.
+
+The OTA endpoints are POSTs with a JSON body, which websockets cannot read: its HTTP parser takes only
+the GET of an upgrade and refuses any request body, so `process_request` cannot serve them. They get their
+own port, where h11 (already installed with httpx; sans-I/O) parses and frames HTTP/1.1 and asyncio streams
+carry the bytes: no thread, no second event loop, and no new dependency (aiohttp would add several
+compiled packages for three routes).
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import itertools
+import http
 import json
 import logging
 import math
@@ -26,16 +36,14 @@ import random
 import ssl
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Self
 from urllib.parse import parse_qs, urlsplit
 
+import h11
 import numpy as np
 import soxr
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -54,13 +62,11 @@ _wire_log.setLevel(logging.INFO)
 UPLINK_RATE = 16000
 DOWNLINK_RATE = 24000
 FRAME_MS = 60
+DOWNLINK = AudioParams("opus", DOWNLINK_RATE, 1, FRAME_MS)
 LEAD_PACKETS = 5  # sent at once (300 ms pre-buffer), then one per 60 ms, as xiaozhi-esp32-server does
-KEEP_FRAMES = 500
-KEEP_RECORDS = 200
-DUPLICATE_STOP_S = 0.43  # xiaozhi-esp32-server's second `tts stop` after an abort
+MAX_BODY = 1 << 20
 WAKE_WORDS = frozenset({"你好小智", "你好小志", "小智", "hi xiaozhi", "hey xiaozhi"})
 MISSING_DEVICE_ID_TEXT = "端口正常，如需测试连接，请启动digital-human测试"
-AUTH_FAILED_TEXT = "认证失败"
 EMOJI = {
     "neutral": "😶", "happy": "🙂", "laughing": "😆", "funny": "😂", "sad": "😔", "angry": "😠",
     "crying": "😭", "loving": "😍", "embarrassed": "😳", "surprised": "😲", "shocked": "😱",
@@ -69,57 +75,16 @@ EMOJI = {
 }  # fmt: skip
 ECHO_VAD = VadSettings(aggressiveness=2, frame_ms=30, start_voiced=4, start_window=6, hangover_ms=500,
                        preroll_ms=300, max_utterance_s=15.0)  # fmt: skip
-
-
-# ---------------------------------------------------------------- variants
-
-
-@dataclass(frozen=True)
-class Variant:
-    """How the server deviates from the firmware-spec default, to look like a given real server."""
-
-    echo_audio_params: bool = False  # xiaozhi-esp32-server: hello echoes the client's audio_params
-    duplicate_stop: bool = False  # a second identical `tts stop` ~430 ms after the first
-    non_json: bool = False  # plain-text frames between messages; non-JSON input is echoed back
-    qiniu: bool = False  # no session_id in hello, `is_aborted` on `tts stop`, `action` in llm, notify
-    wrong_transport: bool = False  # hello answered with transport "udp"
-    auth: str = ""  # "" | "token" (plain-text 认证失败 then close) | "http" (HTTP 401 on the upgrade)
-    mcp_tools_list_delay_s: float = 0.0  # xiaozhi-esp32-server asks tools/list 1 s after initialize
-    late_stop_s: float = 0.0  # xiaozhi-esp32-server: `tts stop` ~0.42 s after the client's playback ends
-
-
-VARIANTS: dict[str, dict[str, Any]] = {
-    "firmware": {},
-    "xinnan": {
-        "echo_audio_params": True,
-        "duplicate_stop": True,
-        "mcp_tools_list_delay_s": 1.0,
-        "late_stop_s": 0.42,
+MCP_INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2024-11-05",
+        "capabilities": {"roots": {"listChanged": True}, "sampling": {}},
+        "clientInfo": {"name": "companion-echo-server", "version": "1.0.0"},
     },
-    "duplicate-stop": {"duplicate_stop": True},
-    "non-json": {"non_json": True},
-    "qiniu": {"qiniu": True},
-    "wrong-transport": {"wrong_transport": True},
-    "auth": {"auth": "token"},
-    "auth-http": {"auth": "http"},
 }
-
-
-def parse_variant(spec: str | Variant | None) -> Variant:
-    """A Variant from comma-separated names (e.g. "xinnan,non-json"); raises ValueError naming the bad one."""
-    if isinstance(spec, Variant):
-        return spec
-    variant = Variant()
-    for name in (spec or "").replace(" ", "").split(","):
-        if not name or name == "default":
-            continue
-        if name not in VARIANTS:
-            raise ValueError(f"unknown echo-server variant {name!r} (known: {', '.join(VARIANTS)})")
-        variant = replace(variant, **VARIANTS[name])
-    return variant
-
-
-# ---------------------------------------------------------------- xiaozhi-esp32-server style tokens
 
 
 def make_token(secret: str, client_id: str, device_id: str, timestamp: int) -> str:
@@ -130,102 +95,79 @@ def make_token(secret: str, client_id: str, device_id: str, timestamp: int) -> s
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode() + f".{timestamp}"
 
 
-def verify_token(secret: str, token: str, client_id: str, device_id: str, now: float, ttl_s: float) -> bool:
-    """True for a token made with `secret` for these ids and not older than `ttl_s`."""
-    if token.startswith("Bearer "):
-        token = token[7:]
-    _sig, dot, ts = token.rpartition(".")
-    if not dot or not ts.isdigit():
-        return False
-    if now - int(ts) > ttl_s:
-        return False
-    return hmac.compare_digest(make_token(secret, client_id, device_id, int(ts)), token)
+def request_field(request: Request, header: str) -> str:
+    """A connect parameter from its header, else from the query (`Device-Id` or `?device-id=`)."""
+    query = parse_qs(urlsplit(request.path).query)
+    return request.headers.get(header) or (query.get(header.lower()) or [""])[0]
 
 
-# ---------------------------------------------------------------- the server
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request to the OTA port; header names in lower case."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path.rstrip("/")
+
+    @property
+    def device(self) -> str:
+        return self.headers.get("device-id", "").lower()
 
 
-@dataclass
-class ConnectionRecord:
-    """What one client connection did, for tests and the console."""
-
-    number: int
-    device_id: str
-    headers: dict[str, str] = field(default_factory=dict)  # of the upgrade request, as received
-    session_id: str = ""
-    mode: str = ""
-    turns: int = 0
-    uplink_packets: int = 0
-    uplink_while_speaking: int = 0
-    # the last text frames each way, with their monotonic time (bounded: a server runs for days)
-    received: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=KEEP_FRAMES))
-    sent: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=KEEP_FRAMES))
-    tools: list[dict[str, Any]] = field(default_factory=list)
-    mcp_initialized: bool = False
-    closed: bool = False
+class HttpReply(NamedTuple):
+    status: int
+    content_type: str
+    body: bytes
 
 
 class EchoServer:
     """The echo server; use `async with EchoServer(port=0) as server:` then `server.websocket_url`."""
+
+    vad: VadSettings = ECHO_VAD
+    auth_secret = "echo-server-secret"  # signs the tokens the OTA reply hands out
 
     def __init__(
         self,
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        variant: str | Variant | None = None,
         ota: bool = False,
         ota_port: int = 0,
         activation: bool = False,
         bind_after_polls: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        auth_secret: str = "echo-server-secret",
-        token_ttl_s: float = 30 * 24 * 3600.0,
-        vad: VadSettings = ECHO_VAD,
-        ota_extra: dict[str, Any] | None = None,
-        ota_not_json: bool = False,
     ) -> None:
         """`activation`: OTA hands out a 6-digit code until the device is bound (by `bind()`, a GET of
         /xiaozhi/ota/bind?code=…, or automatically after `bind_after_polls` activation polls).
-        `ota_extra` is merged into every OTA reply (e.g. an `mqtt` block); `ota_not_json` makes the
-        OTA reply an HTML page.
         """
         self.host = host
         self.port = port
-        self.variant = parse_variant(variant)
-        self.ota_enabled = ota or activation or ota_not_json or ota_extra is not None
+        self.ota_enabled = ota or activation
         self.ota_port = ota_port
         self.activation = activation
         self.bind_after_polls = bind_after_polls
         self.ssl_context = ssl_context
-        self.auth_secret = auth_secret
-        self.token_ttl_s = token_ttl_s
-        self.vad = vad
-        self.ota_extra = ota_extra or {}
-        self.ota_not_json = ota_not_json
-        self.records: deque[ConnectionRecord] = deque(maxlen=KEEP_RECORDS)  # newest last
-        self.turns_completed = 0
-        self.ota_requests: deque[dict[str, Any]] = deque(
-            maxlen=KEEP_RECORDS
-        )  # headers and body of each check
+        self.connections: set[EchoConnection] = set()
         self.activation_polls = 0
         self.bound: set[str] = set()
         self.codes: dict[str, str] = {}
         self._server: Server | None = None
         self._http: asyncio.Server | None = None
-        self._handlers: set[_Connection] = set()
-        self._changed = asyncio.Condition()
-        self._numbers = itertools.count(1)
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> EchoServer:
+    async def start(self) -> Self:
         """Listen (websocket, and OTA when enabled); `port`/`ota_port` then hold the real ports."""
         self._server = await serve(
             self._serve_connection,
             self.host,
             self.port,
             ssl=self.ssl_context,
-            process_request=self._process_request,
+            process_request=self.check_upgrade,
             compression=None,
             max_size=1 << 20,
             logger=_wire_log,
@@ -244,8 +186,9 @@ class EchoServer:
         return self
 
     async def stop(self) -> None:
-        """Stop listening and drop every connection."""
-        self.kill()
+        """Stop listening and drop every connection (without a close frame: stopping is immediate)."""
+        for connection in list(self.connections):
+            connection.abort()
         if self._server is not None:
             self._server.close(close_connections=False)
             with contextlib.suppress(Exception):
@@ -257,7 +200,7 @@ class EchoServer:
                 await asyncio.wait_for(self._http.wait_closed(), 2.0)
             self._http = None
 
-    async def __aenter__(self) -> EchoServer:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -297,36 +240,6 @@ class EchoServer:
     def _public_host(self) -> str:
         return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
 
-    def kill(self) -> None:
-        """Drop every client connection at once, without a close frame (as a crashed server would)."""
-        for handler in list(self._handlers):
-            handler.kill()
-
-    # ------------------------------------------------------------------ test helpers
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until `predicate()` holds (checked on every change and every 50 ms); raises TimeoutError."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async with self._changed:
-            while not predicate():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), min(0.05, remaining))
-
-    def live(self) -> list[ConnectionRecord]:
-        """Records of the connections open now."""
-        return [h.record for h in self._handlers if not h.record.closed]
-
-    async def call_tool(self, name: str, arguments: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        """Send MCP tools/call to the newest live client and return its JSON-RPC reply."""
-        handlers = [h for h in self._handlers if not h.record.closed]
-        if not handlers:
-            raise ConnectionError("no client connected")
-        newest = max(handlers, key=lambda h: h.record.number)
-        return await newest.mcp_request("tools/call", {"name": name, "arguments": arguments}, timeout)
-
     def bind(self, device_id_or_code: str) -> bool:
         """Bind a device (by Device-Id or by its activation code), as a user does in a console."""
         for device, code in self.codes.items():
@@ -336,109 +249,95 @@ class EchoServer:
                 return True
         return False
 
-    def rotate_secret(self) -> None:
-        """Invalidate every token issued so far (the next connects fail auth until OTA runs again)."""
-        self.auth_secret = uuid.uuid4().hex
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
     # ------------------------------------------------------------------ websocket
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self.variant.auth == "http":
-            token = request.headers.get("Authorization", "")
-            device = request.headers.get("Device-Id", "")
-            client = request.headers.get("Client-Id", "")
-            if not verify_token(self.auth_secret, token, client, device, time.time(), self.token_ttl_s):
-                return connection.respond(401, "Unauthorized\n")
+    def check_upgrade(self, connection: ServerConnection, request: Request) -> Response | None:
+        """An HTTP answer that refuses the websocket upgrade, or None to accept it (always here)."""
         return None
+
+    def refusal(self, request: Request) -> str | None:
+        """The plain-text line sent before closing an upgraded connection instead of serving it, or None."""
+        return None if request_field(request, "Device-Id") else MISSING_DEVICE_ID_TEXT
+
+    def make_connection(self, ws: ServerConnection, version: int) -> EchoConnection:
+        """The handler of one accepted connection (binary protocol `version`)."""
+        return EchoConnection(self, ws, version)
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         request = ws.request
-        headers = request.headers if request is not None else Headers()
-        path = request.path if request is not None else "/"
-        query = parse_qs(urlsplit(path).query)
-        device = headers.get("Device-Id") or (query.get("device-id") or [""])[0]
-        client = headers.get("Client-Id") or (query.get("client-id") or [""])[0]
-        token = headers.get("Authorization") or (query.get("authorization") or [""])[0]
-        if not device:
-            await ws.send(MISSING_DEVICE_ID_TEXT)
-            await ws.close()
+        if request is None:  # websockets calls the handler only after a handshake
             return
-        if self.variant.auth == "token" and not verify_token(
-            self.auth_secret, token, client, device, time.time(), self.token_ttl_s
-        ):
-            await ws.send(AUTH_FAILED_TEXT)
+        refusal = self.refusal(request)
+        if refusal is not None:
+            await ws.send(refusal)
             await ws.close()
             return
         try:
-            version = int(headers.get("Protocol-Version", "1"))
+            version = int(request.headers.get("Protocol-Version", "1"))
         except ValueError:
             version = 1
-        record = ConnectionRecord(next(self._numbers), device.lower(), dict(headers.raw_items()))
-        self.records.append(record)
-        handler = _Connection(self, ws, record, version if version in framing.VERSIONS else 1)
-        self._handlers.add(handler)
-        await self._notify()
+        connection = self.make_connection(ws, version if version in framing.VERSIONS else 1)
+        self.connections.add(connection)
         try:
-            await handler.run()
+            await connection.run()
         finally:
-            record.closed = True
-            self._handlers.discard(handler)
-            await handler.stop_reply()
-            await self._notify()
+            self.connections.discard(connection)
+            await connection.stop_reply()
 
     # ------------------------------------------------------------------ OTA over HTTP
     async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(_read_http_request(reader), 10.0)
-            if request is None:
-                return
-            status, content_type, body = self._http_route(*request)
-            writer.write(_http_response(status, content_type, body))
+            request, protocol = await asyncio.wait_for(_read_request(reader), 10.0)
+            reply = self._route(request)
+            head = h11.Response(
+                status_code=reply.status,
+                reason=http.HTTPStatus(reply.status).phrase.encode(),
+                headers=[
+                    ("Content-Type", reply.content_type),
+                    ("Content-Length", str(len(reply.body))),
+                    ("Connection", "close"),
+                ],
+            )
+            for event in (head, h11.Data(data=reply.body), h11.EndOfMessage()):
+                writer.write(protocol.send(event) or b"")
             await writer.drain()
-        except (TimeoutError, ConnectionError, ValueError, asyncio.IncompleteReadError) as exc:
+        except (TimeoutError, ConnectionError, ValueError, h11.ProtocolError) as exc:
             log.debug("OTA request failed: %s", exc)
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    def _http_route(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, str, bytes]:
-        path = urlsplit(target).path.rstrip("/")
-        device = headers.get("device-id", "").lower()
-        if path == "/xiaozhi/ota/bind":
-            code = (parse_qs(urlsplit(target).query).get("code") or [""])[0]
-            ok = self.bind(code)
-            return (200 if ok else 404), "text/plain", (b"bound\n" if ok else b"unknown code\n")
-        if path == "/xiaozhi/ota/activate" and method == "POST":
-            self.activation_polls += 1
-            if (
-                self.bind_after_polls is not None
-                and self.activation_polls >= self.bind_after_polls
-                and device
-            ):
-                self.bound.add(device)
-            if not self.activation or device in self.bound:
-                return 200, "text/plain", b"success"
-            return 202, "text/plain", b""
-        if path == "/xiaozhi/ota" and method in ("POST", "GET"):
-            try:
-                parsed = json.loads(body) if body else {}
-            except ValueError:
-                parsed = None
-            self.ota_requests.append({"headers": headers, "body": parsed})
-            if self.ota_not_json:
-                return 200, "text/html", b"<html><body>502 Bad Gateway</body></html>"
-            if not device:
-                return 400, "application/json", b'{"success":false,"message":"missing Device-Id"}'
-            return 200, "application/json", json.dumps(self._ota_reply(device, headers)).encode()
-        return 404, "text/plain", b"not found\n"
+    def _route(self, request: HttpRequest) -> HttpReply:
+        if request.path == "/xiaozhi/ota/bind":
+            code = (parse_qs(urlsplit(request.target).query).get("code") or [""])[0]
+            if self.bind(code):
+                return HttpReply(200, "text/plain", b"bound\n")
+            return HttpReply(404, "text/plain", b"unknown code\n")
+        if request.path == "/xiaozhi/ota/activate" and request.method == "POST":
+            return self.ota_activate(request)
+        if request.path == "/xiaozhi/ota" and request.method in ("POST", "GET"):
+            return self.ota_check(request)
+        return HttpReply(404, "text/plain", b"not found\n")
 
-    def _ota_reply(self, device: str, headers: dict[str, str]) -> dict[str, Any]:
+    def ota_check(self, request: HttpRequest) -> HttpReply:
+        """The OTA check: `ota_reply` as JSON, or 400 without a Device-Id."""
+        if not request.device:
+            return HttpReply(400, "application/json", b'{"success":false,"message":"missing Device-Id"}')
+        reply = self.ota_reply(request.device, request.headers)
+        return HttpReply(200, "application/json", json.dumps(reply).encode())
+
+    def ota_activate(self, request: HttpRequest) -> HttpReply:
+        """An activation poll: 200 once the device is bound (or activation is off), 202 until then."""
+        self.activation_polls += 1
+        device = request.device
+        if self.bind_after_polls is not None and self.activation_polls >= self.bind_after_polls and device:
+            self.bound.add(device)
+        if not self.activation or device in self.bound:
+            return HttpReply(200, "text/plain", b"success")
+        return HttpReply(202, "text/plain", b"")
+
+    def ota_reply(self, device: str, headers: dict[str, str]) -> dict[str, Any]:
+        """Server time and firmware, then an activation code for an unbound device, else the websocket."""
         now = time.time()
         reply: dict[str, Any] = {
             "server_time": {"timestamp": int(now * 1000), "timezone_offset": 0},
@@ -455,26 +354,43 @@ class EchoServer:
         else:
             token = make_token(self.auth_secret, headers.get("client-id", ""), device, int(now))
             reply["websocket"] = {"url": self._url_for(headers.get("host", "")), "token": token}
-        reply.update(self.ota_extra)
         return reply
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[HttpRequest, h11.Connection]:
+    """One HTTP/1.1 request (a body of at most MAX_BODY), and the h11 state to answer it with."""
+    protocol = h11.Connection(h11.SERVER)
+    head: h11.Request | None = None
+    body = bytearray()
+    while True:
+        event = protocol.next_event()
+        if event is h11.NEED_DATA:
+            protocol.receive_data(await reader.read(1 << 16))
+        elif isinstance(event, h11.Request):
+            head = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY:
+                raise ValueError("request body too large")
+        elif isinstance(event, h11.EndOfMessage) and head is not None:
+            headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in head.headers}
+            request = HttpRequest(head.method.decode(), head.target.decode(), headers, bytes(body))
+            return request, protocol
+        else:
+            raise ConnectionError("the client closed the connection before a full request")
 
 
 # ---------------------------------------------------------------- one client connection
 
 
-class _Connection:
+class EchoConnection:
     """The server side of one websocket: hello, listening, VAD, the spoken reply, MCP."""
 
-    def __init__(
-        self, server: EchoServer, ws: ServerConnection, record: ConnectionRecord, version: int
-    ) -> None:
+    def __init__(self, server: EchoServer, ws: ServerConnection, version: int) -> None:
         self.server = server
         self.ws = ws
-        self.record = record
         self.version = version
-        self.variant = server.variant
-        self.session_id = "" if self.variant.qiniu else str(uuid.uuid4())
-        self.sid: str | None = None if self.variant.qiniu else self.session_id
+        self.session_id: str | None = str(uuid.uuid4())  # None: messages carry no session_id
         self.hello_done = False
         self.mode = ""
         self.decoder = OpusDecoder(UPLINK_RATE)
@@ -484,19 +400,21 @@ class _Connection:
         self.last_frame_at = 0.0
         self.last_utterance = b""
         self.speaking = False
+        self.turns = 0  # spoken replies completed
+        self.mcp_initialized = False
+        self.tools: list[dict[str, Any]] = []  # what the device's tools/list answered
         self.reply_task: asyncio.Task[None] | None = None
-        self.watchdog: asyncio.Task[None] | None = None
-        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self.mcp_ids = itertools.count(3)
-        self.notified = False
+        self._watchdog: asyncio.Task[None] | None = None
 
-    def kill(self) -> None:
+    def abort(self) -> None:
+        """Drop the connection at once, without a close frame."""
         transport = getattr(self.ws, "transport", None)
         if transport is not None:
             transport.abort()
 
     async def run(self) -> None:
-        self.watchdog = asyncio.create_task(self._silence_watchdog())
+        """Serve the connection until it closes."""
+        self._watchdog = asyncio.create_task(self._silence_watchdog())
         try:
             async for message in self.ws:
                 if isinstance(message, str):
@@ -506,25 +424,22 @@ class _Connection:
         except ConnectionClosed:
             pass
         finally:
-            self.watchdog.cancel()
-            for future in self.pending.values():
-                future.cancel()
+            self._watchdog.cancel()
 
     async def send_text(self, text: str) -> None:
-        self.record.sent.append((time.monotonic(), text))
+        """Every text frame the server sends goes through here."""
         await self.ws.send(text)
 
     async def send(self, kind: str, **fields: Any) -> None:
-        await self.send_text(messages.server_message(kind, self.sid, **fields))
+        """Every server message (but hello and MCP) goes through here."""
+        await self.send_text(messages.server_message(kind, self.session_id, **fields))
 
     # ------------------------------------------------------------------ text
     async def on_text(self, text: str) -> None:
-        self.record.received.append((time.monotonic(), text))
+        """A text frame from the client (anything that is not a message is ignored)."""
         try:
             msg = messages.parse(text)
         except MessageError:
-            if self.variant.non_json:
-                await self.send_text(text)  # xiaozhi-esp32-server echoes what it cannot parse
             return
         kind = msg["type"]
         if kind == "hello":
@@ -538,40 +453,22 @@ class _Connection:
         elif kind == "mcp":
             self.on_mcp(msg.get("payload"))
 
+    def hello_reply(self, hello: dict[str, Any]) -> str:
+        """The server hello answering the client's: websocket, 24 kHz / 60 ms Opus downlink."""
+        return messages.server_hello(self.session_id, DOWNLINK, transport="websocket", version=self.version)
+
     async def on_hello(self, msg: dict[str, Any]) -> None:
-        transport = "udp" if self.variant.wrong_transport else "websocket"
-        if self.variant.echo_audio_params:
-            params = AudioParams.from_json(msg.get("audio_params"), default_rate=UPLINK_RATE)
-        else:
-            params = AudioParams("opus", DOWNLINK_RATE, 1, FRAME_MS)
-        if self.variant.non_json:
-            await self.send_text("echo-server: a plain-text line that is not JSON")
-        await self.send_text(
-            messages.server_hello(self.sid, params, transport=transport, version=self.version)
-        )
-        self.record.session_id = self.session_id
-        self.hello_done = not self.variant.wrong_transport
+        await self.send_text(self.hello_reply(msg))
+        self.hello_done = True
         features = msg.get("features")
-        if self.hello_done and isinstance(features, dict) and features.get("mcp"):
-            init = {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2024-11-05",
-                    "capabilities": {"roots": {"listChanged": True}, "sampling": {}},
-                    "clientInfo": {"name": "companion-echo-server", "version": "1.0.0"},
-                },
-            }
-            await self.send_text(messages.server_message("mcp", None, payload=init))
-        await self.server._notify()
+        if isinstance(features, dict) and features.get("mcp"):
+            await self.send_text(messages.server_message("mcp", None, payload=MCP_INITIALIZE))
 
     async def on_listen(self, msg: dict[str, Any]) -> None:
         state = msg.get("state")
         if state == "start":
             mode = msg.get("mode")
             self.mode = mode if mode in messages.LISTEN_MODES else "auto"
-            self.record.mode = self.mode
             self._reset_capture()
         elif state == "stop":
             if self.utterance or self.mode == "manual":
@@ -584,52 +481,36 @@ class _Connection:
     async def on_abort(self) -> None:
         if self.reply_task is not None and not self.reply_task.done():
             await self.stop_reply()
-        await self._send_stop(aborted=True)
+        await self.send_stop(aborted=True)
 
     def on_mcp(self, payload: Any) -> None:
+        """A JSON-RPC message from the device: `initialize` answered → tools/list, pages followed."""
         if not isinstance(payload, dict):
             return
         ident = payload.get("id")
-        if ident == 1 and "result" in payload and not self.record.mcp_initialized:
-            self.record.mcp_initialized = True
-            asyncio.get_running_loop().create_task(self._list_tools())
+        if ident == 1 and "result" in payload and not self.mcp_initialized:
+            self.mcp_initialized = True
+            asyncio.get_running_loop().create_task(self.list_tools())
         elif ident == 2 and "result" in payload:
             result = payload["result"]
             if isinstance(result, dict) and isinstance(result.get("tools"), list):
-                self.record.tools.extend(t for t in result["tools"] if isinstance(t, dict))
+                self.tools.extend(t for t in result["tools"] if isinstance(t, dict))
                 cursor = result.get("nextCursor")
                 if isinstance(cursor, str) and cursor:
-                    request = {
-                        "jsonrpc": "2.0",
-                        "id": 2,
-                        "method": "tools/list",
-                        "params": {"cursor": cursor},
-                    }
-                    asyncio.get_running_loop().create_task(self._send_mcp(request))
-        if isinstance(ident, int) and ident in self.pending:
-            self.pending.pop(ident).set_result(payload)
+                    page = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {"cursor": cursor}}
+                    asyncio.get_running_loop().create_task(self.send_mcp(page))
 
-    async def _list_tools(self) -> None:
-        await asyncio.sleep(self.variant.mcp_tools_list_delay_s)
-        await self._send_mcp({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
-        await self.server._notify()
+    async def list_tools(self) -> None:
+        """Ask for the device's tools (once it has answered `initialize`)."""
+        await self.send_mcp({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
 
-    async def _send_mcp(self, payload: dict[str, Any]) -> None:
+    async def send_mcp(self, payload: dict[str, Any]) -> None:
         with contextlib.suppress(ConnectionClosed):
             await self.send_text(messages.server_message("mcp", None, payload=payload))
 
-    async def mcp_request(self, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
-        ident = next(self.mcp_ids)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.pending[ident] = future
-        await self._send_mcp({"jsonrpc": "2.0", "id": ident, "method": method, "params": params})
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self.pending.pop(ident, None)
-
     # ------------------------------------------------------------------ audio
     async def on_binary(self, data: bytes) -> None:
+        """An audio frame from the client."""
         if not self.hello_done:
             return
         try:
@@ -637,11 +518,8 @@ class _Connection:
         except framing.FrameError as exc:
             log.debug("bad uplink frame: %s", exc)
             return
-        self.record.uplink_packets += 1
-        if self.speaking:
-            self.record.uplink_while_speaking += 1
-            if self.mode != "realtime":
-                return
+        if self.speaking and self.mode != "realtime":
+            return
         if not self.mode:
             return
         try:
@@ -656,7 +534,7 @@ class _Connection:
             if isinstance(event, SpeechBegan):
                 if self.speaking:  # realtime: the user talks over the reply
                     await self.stop_reply()
-                    await self._send_stop(aborted=True)
+                    await self.send_stop(aborted=True)
                 self.in_speech = True
                 self.utterance = bytearray(event.audio)
             elif isinstance(event, SpeechContinued):
@@ -695,17 +573,17 @@ class _Connection:
             self.last_utterance = pcm
         await self.stop_reply()
         text = f"({seconds:.1f} s of speech)" if pcm else ""
-        self.reply_task = asyncio.get_running_loop().create_task(self._reply(text, pcm, "I heard you."))
+        self.reply_task = asyncio.get_running_loop().create_task(self.reply(text, pcm, "I heard you."))
 
     async def _text_turn(self, text: str) -> None:
         await self.stop_reply()
         if text.strip().lower() in WAKE_WORDS:
             await self.send("stt", text=text)
-            await self._send_stop(aborted=False)
+            await self.send_stop(aborted=False)
             return
         pcm = self.last_utterance or _tone(0.6)
         emotion = emotion_for(text) or "happy"  # a typed emoji sets the mood, as an LLM's would
-        self.reply_task = asyncio.get_running_loop().create_task(self._reply(text, pcm, text, emotion))
+        self.reply_task = asyncio.get_running_loop().create_task(self.reply(text, pcm, text, emotion))
 
     async def stop_reply(self) -> None:
         task, self.reply_task = self.reply_task, None
@@ -714,35 +592,27 @@ class _Connection:
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await task
 
-    async def _reply(self, heard: str, pcm: bytes, sentence: str, emotion: str = "") -> None:
+    async def reply(self, heard: str, pcm: bytes, sentence: str, emotion: str = "") -> None:
+        """One turn's answer: `stt` (what was heard), then `pcm` spoken back, or only `tts stop` if empty."""
         try:
             await self.send("stt", text=heard)
-            if self.variant.non_json:
-                await self.send_text("echo-server: another plain-text line")
             if not pcm:
-                await self._send_stop(aborted=False)
+                await self.send_stop(aborted=False)
                 return
             self.speaking = True
             await self.send("tts", state="start")
-            emotion = emotion or EMOTIONS[(self.record.turns + 1) % len(EMOTIONS)]
-            llm: dict[str, Any] = {"text": EMOJI[emotion], "emotion": emotion}
-            if self.variant.qiniu:
-                llm["action"] = "nod"
-            await self.send("llm", **llm)
+            emotion = emotion or EMOTIONS[(self.turns + 1) % len(EMOTIONS)]
+            await self.send("llm", text=EMOJI[emotion], emotion=emotion)
             await self.send("tts", state="sentence_start", text=sentence)
-            await self._speak(pcm)
-            await self._send_stop(aborted=False)
-            self.record.turns += 1
-            self.server.turns_completed += 1
-            await self.server._notify()
-            if self.variant.qiniu and not self.notified:
-                self.notified = True
-                await self.send("notify", event="config_updated")
+            await self.speak(pcm)
+            await self.send_stop(aborted=False)
+            self.turns += 1
         except ConnectionClosed:
             pass
 
-    async def _speak(self, pcm: bytes) -> None:
-        """The PCM as 24 kHz Opus, 60 ms per packet: LEAD_PACKETS at once, then one per 60 ms."""
+    async def speak(self, pcm: bytes) -> None:
+        """The PCM as 24 kHz Opus, 60 ms per packet: LEAD_PACKETS at once, then one per 60 ms; returns
+        about when the client's playback ends (its buffer holds the lead)."""
         samples = np.frombuffer(pcm, dtype=np.int16)
         up = soxr.resample(samples, UPLINK_RATE, DOWNLINK_RATE).astype(np.int16)
         step = DOWNLINK_RATE * FRAME_MS // 1000
@@ -759,25 +629,14 @@ class _Connection:
                 await asyncio.sleep(delay)
             packet = encoder.encode(up[i * step : (i + 1) * step].tobytes())
             await self.ws.send(framing.encode(self.version, packet))
-        # `tts stop` about when the client's playback ends (its buffer holds the lead)
         end = start + max(0, count - LEAD_PACKETS) * FRAME_MS / 1000 + LEAD_PACKETS * FRAME_MS / 1000
-        await asyncio.sleep(max(0.0, end - loop.time()) + self.variant.late_stop_s)
+        await asyncio.sleep(max(0.0, end - loop.time()))
 
-    async def _send_stop(self, aborted: bool) -> None:
+    async def send_stop(self, aborted: bool) -> None:
+        """`tts stop`: the reply is over (`aborted`: cut short by `abort` or by the user talking over it)."""
         self.speaking = False
-        fields: dict[str, Any] = {"state": "stop"}
-        if self.variant.qiniu:
-            fields["is_aborted"] = aborted
         with contextlib.suppress(ConnectionClosed):
-            await self.send("tts", **fields)
-            if self.variant.duplicate_stop:
-                asyncio.get_running_loop().call_later(
-                    DUPLICATE_STOP_S, lambda: asyncio.ensure_future(self._late_stop(fields))
-                )
-
-    async def _late_stop(self, fields: dict[str, Any]) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await self.send("tts", **fields)
+            await self.send("tts", state="stop")
 
 
 def emotion_for(text: str) -> str | None:
@@ -794,34 +653,3 @@ def _tone(seconds: float, hz: float = 440.0) -> bytes:
     """A soft sine tone at 16 kHz (the reply to a text turn before anything was said)."""
     t = np.arange(int(UPLINK_RATE * seconds)) / UPLINK_RATE
     return (np.sin(2 * math.pi * hz * t) * 6000).astype(np.int16).tobytes()
-
-
-# ---------------------------------------------------------------- a tiny HTTP/1.1 server for OTA
-
-
-async def _read_http_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes] | None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise ValueError(f"bad request line {lines[0]!r}")
-    method, target, _version = parts
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0") or 0)
-    if length > 1 << 20:
-        raise ValueError("request body too large")
-    body = await reader.readexactly(length) if length else b""
-    return method, target, headers, body
-
-
-def _http_response(status: int, content_type: str, body: bytes) -> bytes:
-    reasons = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
-    head = (
-        f"HTTP/1.1 {status} {reasons.get(status, 'Status')}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + body
