@@ -19,7 +19,7 @@ import pytest
 from companion.cli import daemon
 from companion.config import Settings, load_settings
 from companion.daemon.runtime import Runtime
-from companion.fieldtest.echo_server import EchoServer
+from tests.peers.xiaozhi_echo import EchoPeer
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ async def test_the_old_runtime_is_freed_when_the_agent_restarts_the_daemon(
             built.append(weakref.ref(self))
 
     monkeypatch.setattr(daemon, "Runtime", WatchedRuntime)
-    async with EchoServer(port=0) as server:
+    async with EchoPeer(port=0) as server:
 
         def settings() -> Settings:
             return load_settings(
