@@ -8,6 +8,8 @@
   tasks before and after (growth per restart).
 - `audio_losses`: the sound server killed under the running daemon and brought back: how many times
   the microphone was reopened, and the recovery time.
+- `serial_unplugs`: the ESP32 (the emulator on a socat cable) unplugged and plugged back while the
+  state moves on: how long after each replug the board shows the current state and emotion.
 """
 
 from __future__ import annotations
@@ -229,6 +231,43 @@ async def audio_losses(count: int = 20) -> dict[str, Any]:
             "audio_not_recovered_logs": failures}  # fmt: skip
 
 
+async def serial_unplugs(count: int = 50) -> dict[str, Any]:
+    """Unplug the board, change what it should show, plug it back: the time until it shows it."""
+    from firmware_bridge.emulator import AttachedPort, Emulator
+    from firmware_bridge.link import BridgeLink
+    from tests.peers.bridge_socat import SocatCable
+
+    looks = [("listening", "neutral"), ("speaking", "happy"), ("thinking", "neutral"), ("speaking", "sad")]
+    restored: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        cable = SocatCable(Path(folder))
+        await cable.plug()
+        emulator = Emulator(AttachedPort(cable.board), leds=4)
+        link = BridgeLink(str(cable.host))
+        tasks = [asyncio.create_task(emulator.run()), asyncio.create_task(link.run())]
+        try:
+            await link.wait_connected(5.0)
+            for cycle in range(count):
+                state, emotion = looks[cycle % len(looks)]
+                await cable.unplug()
+                await emulator.wait_for(lambda v: not v.host_connected, 5.0)
+                link.set_state(state)
+                link.set_emotion(emotion)
+                await cable.plug()
+                replugged = time.monotonic()
+                await emulator.wait_for(lambda v: (v.state, v.emotion) == (state, emotion), 5.0)  # noqa: B023
+                restored.append(time.monotonic() - replugged)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await cable.unplug()
+    ordered = sorted(restored)
+    return {"serial_unplugs": count, "serial_restored": len(restored),
+            "serial_restore_ms_p50": round(statistics.median(ordered) * 1000, 1),
+            "serial_restore_ms_max": round(ordered[-1] * 1000, 1)}  # fmt: skip
+
+
 async def _all(only: set[str]) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     if not only or "malformed" in only:
@@ -239,6 +278,8 @@ async def _all(only: set[str]) -> dict[str, Any]:
         figures.update(await restarts())
     if not only or "audio" in only:
         figures.update(await audio_losses())
+    if not only or "serial" in only:
+        figures.update(await serial_unplugs())
     return figures
 
 
