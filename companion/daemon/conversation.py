@@ -41,7 +41,7 @@ from ..protocols.oncelog import shorten
 from .clock import Alarm, Clock, LoopClock
 from .listeners import Listeners
 from .turn import Turn
-from .uplink_streamer import UplinkStreamer
+from .uplink_streamer import Control, UplinkStreamer
 
 __all__ = ["TRANSITIONS", "Conversation", "Turn"]
 
@@ -200,7 +200,7 @@ class Conversation:
 
     def _speech_began(self, event: SpeechBegan) -> None:
         now = self.clock.now()
-        barged = self.state is S.SPEAKING
+        barged = self.state is S.SPEAKING and self.trigger != "wake_word"  # then only the wake word barges in
         if barged:
             log.info("voice barge-in: stopping the reply")
             self.barge_in("voice")
@@ -261,6 +261,28 @@ class Conversation:
                 self.uplink.control(self.backend.stop_listening)
                 self.set_state(S.THINKING)
 
+    def on_wake_word(self, phrase: str, audio: bytes, announce: Control | None = None) -> None:
+        """The wake word was heard (daemon/wake.py): stop a reply or a pending answer, open a turn, then
+        stream `audio` (what was said since just before the detection) and the microphone after it."""
+        self._cause = f"wake word {phrase!r}"
+        if self.state is S.LISTENING and self._streaming:
+            return  # said inside an utterance already going up: the server hears it
+        if self.state is S.SPEAKING:
+            log.info("wake word barge-in: stopping the reply")
+            self.barge_in("wake word", reason="wake_word_detected")
+        elif self.state is S.THINKING:
+            self.uplink.control(lambda: self.backend.abort("wake_word_detected"))
+            self._end_turn("interrupted")
+        if self.state not in (S.IDLE, S.LISTENING) or not self.backend.connected:
+            log.warning("wake word %r ignored while %s", phrase, self.state.value)
+            return
+        if announce is not None:
+            self.uplink.control(announce)
+        self.start_turn("wake_word", self.clock.now(), stream_now=True)
+        if self.turn is not None:
+            self.turn.wake_word = phrase
+        self._stream(audio)
+
     async def say(self, text: str) -> None:
         """A text turn: the backend handles the text as if the user had said it."""
         if not self.backend.supports_text:
@@ -299,9 +321,9 @@ class Conversation:
         if self.turn is not None:
             self.turn.mark("listen_sent", self.clock.now())
 
-    def barge_in(self, why: str) -> None:
+    def barge_in(self, why: str, reason: str = "") -> None:
         """Stop the reply now: abort upstream, flush the speaker, drop late audio of this reply."""
-        self.uplink.control(lambda: self.backend.abort(""))  # no reason: only a wake word sends one
+        self.uplink.control(lambda: self.backend.abort(reason))  # a reason only for a wake word
         self.playback.stop()
         self._end_turn("barged_in")
         self.set_state(S.IDLE)
@@ -422,6 +444,10 @@ class Conversation:
 
     def _on_transcript(self, event: Transcript) -> None:
         if self.turn is None:
+            return
+        heard = event.text.strip(" .,!?。，！").casefold()
+        if self.turn.wake_word and heard == self.turn.wake_word.casefold():
+            log.info("server heard the wake word %r; listening on", event.text)  # its answer to `detect`
             return
         if event.text.startswith(TOOL_CALL_DISPLAY):
             # xiaozhi-esp32-server shows a tool call it runs as an stt ("% self_audio_speaker_set_volume"):
