@@ -112,6 +112,7 @@ class Conversation:
         self._alarm = Alarm(self.clock)  # the reply timeout or the follow-up window
         self._state_changed = asyncio.Event()
         self._last_voice = 0.0
+        self._wake_ack = False  # `listen detect` sent: the stt + tts stop answering it ends no turn
         self._cause = "start-up"  # the input being handled, for the log of a refused transition
         self._reply_began = self._reply_heard = (
             0.0  # while speaking: when the reply, and its last audio, came
@@ -278,6 +279,7 @@ class Conversation:
             return
         if announce is not None:
             self.uplink.control(announce)
+            self._wake_ack = True
         self.start_turn("wake_word", self.clock.now(), stream_now=True)
         if self.turn is not None:
             self.turn.wake_word = phrase
@@ -332,7 +334,7 @@ class Conversation:
         self._alarm.cancel()
         if self._streaming:
             self._stop_streaming()
-        self._armed = False
+        self._armed = self._wake_ack = False
         turn, self.turn = self.turn, None
         if turn is None:
             return
@@ -419,7 +421,9 @@ class Conversation:
                 if self.state is S.SPEAKING:  # else a late or duplicate `tts stop`
                     self.playback.end_reply(event.aborted)
             case TurnEnded():
-                if self.state in (S.LISTENING, S.THINKING):
+                if self._wake_ack and self.turn is not None and "stt" not in self.turn.marks:
+                    self._wake_ack = False  # the server's answer to `listen detect`: the question follows
+                elif self.state in (S.LISTENING, S.THINKING):
                     log.info("turn ended by the server%s", f": {event.reason}" if event.reason else "")
                     self._end_turn(event.reason or "ended")
                     self.set_state(S.IDLE)

@@ -1,0 +1,199 @@
+"""Wake-word detection on speech made at test time by espeak-ng, the [wake_word] settings, and the
+one-breath turn and wake-word barge-in through the daemon against the echo server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from companion.audio.wakeword import build_detector, detect_all
+from companion.config import WakeWordSettings, settings_from_mapping
+from companion.errors import ConfigError
+from companion.fieldtest.echo_server import EchoServer
+from tests.audio_match import best_match
+from tests.daemon_process import DaemonProcess
+from tests.wake_corpus import RATE, other_speech, padded, silence, speak
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+MICRO = WakeWordSettings(engine="microwakeword", models=["alexa", "okay_nabu", "hey_mycroft"])
+
+
+def heard(settings: WakeWordSettings, pcm: np.ndarray) -> list[str]:
+    return [d.phrase.lower() for d in detect_all(build_detector(settings), pcm.tobytes())]
+
+
+@pytest.mark.parametrize("voice", ["en-us", "en-gb", "en-gb-x-rp", "en+f3"])
+def test_microwakeword_hears_alexa_in_four_espeak_voices(voice: str) -> None:
+    assert heard(MICRO, padded(speak("alexa", voice))) == ["alexa"]
+
+
+def test_microwakeword_tells_its_models_apart_in_one_stream() -> None:
+    stream = np.concatenate(
+        [padded(speak("okay nabu")), padded(speak("alexa")), padded(speak("hey mycroft"))]
+    )
+    assert heard(MICRO, stream) == ["okay nabu", "alexa", "hey mycroft"]
+
+
+@pytest.mark.parametrize(("model", "phrase"), [("alexa", "alexa"), ("hey_jarvis", "hey jarvis"),
+                                               ("okay_nabu", "okay nabu")])  # fmt: skip
+def test_openwakeword_hears_its_phrases(model: str, phrase: str) -> None:
+    settings = WakeWordSettings(engine="openwakeword", models=[model])
+    assert heard(settings, padded(speak(phrase, "en-us"))) == [phrase]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["microwakeword", "openwakeword"])
+def test_other_speech_and_noise_trigger_no_model(engine: str) -> None:
+    models = ["alexa", "okay_nabu", "hey_mycroft", "hey_jarvis"]
+    speech = other_speech(90, seed=7)
+    from tests.wake_corpus import noise
+
+    stream = np.concatenate([speech, noise(20, seed=1), noise(10, seed=2, kind="white")])
+    assert heard(WakeWordSettings(engine=engine, models=models), stream) == []
+
+
+def test_the_refractory_time_holds_a_repeated_wake_word_to_one_detection() -> None:
+    twice = np.concatenate([padded(speak("alexa"), tail=0.3), speak("alexa"), silence(0.8)])
+    assert heard(WakeWordSettings(models=["alexa"], refractory_s=5.0), twice) == ["alexa"]
+    assert heard(WakeWordSettings(models=["alexa"], refractory_s=0.2), twice) == ["alexa", "alexa"]
+
+
+def test_a_custom_microwakeword_model_loads_by_path_and_names_its_phrase(tmp_path: Path) -> None:
+    import pymicro_wakeword
+
+    models = Path(pymicro_wakeword.__file__).parent / "models"
+    shutil.copy(models / "alexa.tflite", tmp_path / "ni_hao.tflite")
+    manifest = json.loads((models / "alexa.json").read_text())
+    manifest.update(model="ni_hao.tflite", wake_word="你好小智")
+    (tmp_path / "ni_hao.json").write_text(json.dumps(manifest, ensure_ascii=False))
+    settings = WakeWordSettings(models=[str(tmp_path / "ni_hao.json")])
+    assert heard(settings, padded(speak("alexa"))) == ["你好小智"]
+
+
+def test_a_custom_openwakeword_model_takes_its_phrase_from_the_file_name(tmp_path: Path) -> None:
+    import pyopen_wakeword
+
+    shutil.copy(
+        Path(pyopen_wakeword.__file__).parent / "models" / "hey_jarvis.tflite", tmp_path / "hey_jarvis.tflite"
+    )
+    settings = WakeWordSettings(engine="openwakeword", models=[str(tmp_path / "hey_jarvis.tflite")])
+    assert heard(settings, padded(speak("hey jarvis"))) == ["hey jarvis"]
+
+
+@pytest.mark.parametrize(
+    ("wake", "message"),
+    [
+        ({"models": ["hey_siri"]}, "'hey_siri' is not a built-in microwakeword model"),
+        ({"models": ["/nowhere/model.json"]}, "'/nowhere/model.json' does not exist"),
+        ({"models": ["/nowhere/model.onnx"]}, "given as its .json file"),
+        ({"engine": "openwakeword", "models": ["/nowhere/x.json"]}, "given as its .tflite file"),
+        ({"models": []}, "wake_word.models is empty"),
+        ({"models": [3]}, "expected model names or paths, got an integer 3"),
+        ({"probability_cutoff": 1.5}, "wake_word.probability_cutoff: expected a value ≤ 1.0"),
+    ],
+)
+def test_bad_wake_word_settings_name_file_key_and_fix(wake: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"backend": {"trigger": "wake_word"}, "wake_word": wake}, "my.toml")
+    assert str(caught.value).startswith("my.toml: wake_word.")
+    assert message in str(caught.value)
+
+
+def test_a_missing_model_file_is_not_an_error_while_the_wake_word_is_off() -> None:
+    settings = settings_from_mapping({"wake_word": {"models": ["/later/model.json"]}})
+    assert settings.backend.trigger == "vad"
+
+
+# ---------------------------------------------------------------------------- through the daemon
+
+
+def write_wav(path: Path, pcm: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def wake_daemon(server: EchoServer, wav: Path, out: Path, *extra: str) -> DaemonProcess:
+    return DaemonProcess(
+        "run", "--input", str(wav), "--output", str(out), "--turns", "1",
+        "--set", f'xiaozhi.websocket_url="{server.websocket_url}"', "--set", "xiaozhi.settle_ms=200",
+        "--set", "telemetry.enabled=false", "--set", 'backend.trigger="wake_word"',
+        "--set", 'wake_word.models=["alexa"]', *extra,
+        state_dir=out.parent / "state",
+    )  # fmt: skip
+
+
+def listens(server: EchoServer) -> list[dict[str, object]]:
+    """The `listen` and `abort` messages the server received, in order."""
+    out = []
+    for record in server.records:
+        for _, text in record.received:
+            msg = json.loads(text)
+            if msg.get("type") in ("listen", "abort"):
+                out.append({k: v for k, v in msg.items() if k != "session_id"})
+    return out
+
+
+def reply_audio(path: Path) -> np.ndarray:
+    from companion.audio.resample import MonoResampler
+
+    with wave.open(str(path)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    return MonoResampler(24000, RATE).process(pcm, last=True)
+
+
+@pytest.mark.slow
+async def test_alexa_then_the_question_in_one_breath_is_one_turn(tmp_path: Path) -> None:
+    question = speak("what is the weather like today")
+    wav = write_wav(
+        tmp_path / "mic.wav", np.concatenate([silence(1.0), speak("alexa"), question, silence(3.0)])
+    )
+    async with EchoServer(port=0) as server:
+        daemon = await wake_daemon(server, wav, tmp_path / "reply.wav").start()
+        try:
+            code = await daemon.wait(timeout=40)
+        finally:
+            await daemon.stop()
+        sent = listens(server)
+    assert code == 0, daemon.output()
+    assert sent[:2] == [{"type": "listen", "state": "detect", "text": "Alexa"},
+                        {"type": "listen", "state": "start", "mode": "auto"}], sent  # fmt: skip
+    # the echo server says back what it received: the question is in it
+    _, score = best_match(question, reply_audio(tmp_path / "reply.wav"))
+    assert score >= 0.8, f"correlation {score:.2f}\n{daemon.output()}"
+
+
+@pytest.mark.slow
+async def test_the_wake_word_during_a_reply_stops_it_and_opens_a_new_turn(tmp_path: Path) -> None:
+    first = speak("tell me a long story about a lighthouse keeper and the sea", speed=150)
+    # The echo server's reply (the first question said back) plays from about 1 s after it ends, for as
+    # long as it: the second wake word falls in the middle of it.
+    mic = np.concatenate([silence(1.0), speak("alexa"), first, silence(2.2), speak("alexa"),
+                          speak("stop"), silence(4.0)])  # fmt: skip
+    wav = write_wav(tmp_path / "mic.wav", mic)
+    async with EchoServer(port=0) as server:
+        daemon = await wake_daemon(
+            server, wav, tmp_path / "reply.wav", "--set", 'audio.echo="headset"'
+        ).start()
+        try:
+            code = await daemon.wait(timeout=60)
+        finally:
+            await daemon.stop()
+        sent = listens(server)
+    assert code == 0, daemon.output()
+    detect = {"type": "listen", "state": "detect", "text": "Alexa"}
+    abort = {"type": "abort", "reason": "wake_word_detected"}
+    assert abort in sent, sent
+    after = sent[sent.index(abort) + 1 :]
+    assert after[:2] == [detect, {"type": "listen", "state": "start", "mode": "auto"}], sent
+    assert "turn 1 barged_in" in daemon.output()
+    assert "turn 2 completed" in daemon.output()
