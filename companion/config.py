@@ -200,7 +200,7 @@ class WakeWordSettings:
         2.0, "after a detection the wake word is not heard again for this long", minimum=0.0, maximum=60.0
     )
     preroll_ms: int = setting(
-        300,
+        150,
         "audio from before the detection sent with the question, so that a first syllable said right "
         "after the wake word is not lost",
         minimum=0,

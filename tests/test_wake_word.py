@@ -3,6 +3,7 @@ one-breath turn and wake-word barge-in through the daemon against the echo serve
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import wave
@@ -11,11 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from companion.audio.endpointer import Endpointer
 from companion.audio.wakeword import build_detector, detect_all
-from companion.config import WakeWordSettings, settings_from_mapping
+from companion.config import AudioSettings, VadSettings, WakeWordSettings, settings_from_mapping
+from companion.daemon.clock import ManualClock
+from companion.daemon.conversation import Conversation
+from companion.daemon.wake import WakeTrigger
 from companion.errors import ConfigError
+from companion.events import Connected, SpeechStarted
+from companion.events import DeviceState as S
 from companion.fieldtest.echo_server import EchoServer
 from tests.audio_match import best_match
+from tests.conversation_edges import RecordingBackend, RecordingSink
 from tests.daemon_process import DaemonProcess
 from tests.wake_corpus import RATE, other_speech, padded, silence, speak
 
@@ -197,3 +205,70 @@ async def test_the_wake_word_during_a_reply_stops_it_and_opens_a_new_turn(tmp_pa
     assert after[:2] == [detect, {"type": "listen", "state": "start", "mode": "auto"}], sent
     assert "turn 1 barged_in" in daemon.output()
     assert "turn 2 completed" in daemon.output()
+
+
+# ---------------------------------------------------------------------------- the trigger, in process
+
+
+async def wake_rig(echo: str) -> tuple[Conversation, WakeTrigger, RecordingBackend, list[asyncio.Task[None]]]:
+    backend = RecordingBackend()
+    endpointer = Endpointer(VadSettings().effective(echo), emit_quiet=True)
+    conv = Conversation(backend, RecordingSink(), endpointer, AudioSettings(echo=echo, codec="pcm"),
+                        trigger="wake_word", clock=ManualClock())  # fmt: skip
+    settings = WakeWordSettings(models=["alexa"])
+    trigger = WakeTrigger(build_detector(settings), conv, settings)
+    tasks = [asyncio.create_task(conv.run()), asyncio.create_task(trigger.run())]
+    conv.on_backend_event(Connected())
+    return conv, trigger, backend, tasks
+
+
+def capture(conv: Conversation, trigger: WakeTrigger, pcm: np.ndarray) -> None:
+    """What the runtime's capture task does with each 60 ms block."""
+    data = pcm.tobytes()
+    for start in range(0, len(data), 1920):
+        trigger.feed(data[start : start + 1920])
+        conv.on_audio(data[start : start + 1920])
+
+
+async def test_the_question_said_right_after_the_wake_word_is_what_goes_up() -> None:
+    conv, trigger, backend, tasks = await wake_rig("none")
+    try:
+        question, wake = speak("what is the weather like today"), speak("alexa")
+        capture(conv, trigger, np.concatenate([silence(0.6), wake, question]))
+        await asyncio.wait_for(conv.wait_for_state(S.LISTENING), 5)
+        capture(conv, trigger, silence(0.5))
+        await backend.wait_for(lambda _names: conv.uplink.pending() == 0)
+        sent = b"".join(backend.audio())
+        assert conv.turn is not None and conv.turn.trigger == "wake_word"
+        lag, score = best_match(question, sent)
+        assert score >= 0.95
+        # Before the question only the pre-roll went up: at most the end of the wake phrase, never all of it.
+        loud = np.flatnonzero(np.abs(wake.astype(np.int32)) > 0.02 * np.abs(wake).max())
+        sent_from = 0.6 * RATE + len(wake) - lag  # where the sent audio begins in what was captured
+        assert sent_from > 0.6 * RATE + (loud[0] + loud[-1]) / 2
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.mark.parametrize(("echo", "interrupts"), [("none", False), ("headset", True)])
+async def test_the_wake_word_over_a_reply_interrupts_it_only_when_the_mic_is_open(
+    echo: str, interrupts: bool
+) -> None:
+    conv, trigger, backend, tasks = await wake_rig(echo)
+    try:
+        conv.on_backend_event(SpeechStarted())
+        assert conv.state is S.SPEAKING
+        capture(conv, trigger, padded(speak("alexa")))
+        if interrupts:
+            await backend.wait_for(lambda names: "start_listening" in names)
+            assert ("abort", "wake_word_detected") in backend.calls
+            assert conv.state is S.LISTENING
+        else:
+            assert trigger.detections == 0 and conv.state is S.SPEAKING
+            assert "abort" not in backend.names()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
