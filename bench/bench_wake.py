@@ -155,30 +155,85 @@ async def _latency() -> list[float]:
             return latencies
 
 
-async def _idle_cpu(pulse: Any) -> float:
-    """The daemon on a sound device (private PulseAudio) with the wake word as trigger, idle."""
+async def _daemon_cpu(pulse: Any, trigger: str, speech_wav: Path | None) -> float:
+    """CPU of the daemon on a sound device (private PulseAudio), idle in silence or while other speech
+    (no wake word) plays into the microphone, over IDLE_SECONDS."""
     from bench.daemon import _cpu_seconds
     from companion.fieldtest.echo_server import EchoServer
     from tests.daemon_process import DaemonProcess
 
-    del pulse
     async with EchoServer(port=0) as server:
         with tempfile.TemporaryDirectory() as state:
             daemon = await DaemonProcess(
                 "run", "--input", "default", "--output", "default",
                 "--set", f'xiaozhi.websocket_url="{server.websocket_url}"', "--set", "xiaozhi.settle_ms=200",
-                "--set", 'backend.trigger="wake_word"', "--set", "telemetry.enabled=false",
+                "--set", f'backend.trigger="{trigger}"', "--set", "telemetry.enabled=false",
                 state_dir=Path(state),
             ).start()  # fmt: skip
             try:
                 await daemon.wait_for_line("→ idle", timeout=30)
                 assert daemon.proc is not None
+                player = pulse.play_into_mic(speech_wav) if speech_wav is not None else None
                 await asyncio.sleep(2.0)
                 cpu0, t0 = _cpu_seconds(daemon.proc.pid), time.monotonic()
                 await asyncio.sleep(IDLE_SECONDS)
-                return 100 * (_cpu_seconds(daemon.proc.pid) - cpu0) / (time.monotonic() - t0)
+                percent = 100 * (_cpu_seconds(daemon.proc.pid) - cpu0) / (time.monotonic() - t0)
+                if player is not None:
+                    player.terminate()
+                    player.wait(5)
+                return percent
             finally:
                 await daemon.stop()
+
+
+def _write_wav(path: Path, pcm: np.ndarray) -> Path:
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def _gated_rate() -> tuple[int, int]:
+    """The clean set through the daemon's trigger (the VAD gate, the ring) instead of the bare engine."""
+    from companion.audio.endpointer import Endpointer
+    from companion.config import AudioSettings, VadSettings
+    from companion.daemon.clock import ManualClock
+    from companion.daemon.conversation import Conversation
+    from companion.daemon.wake import WakeTrigger
+    from companion.events import Connected, TurnEnded
+    from tests.conversation_edges import RecordingBackend, RecordingSink
+    from tests.wake_corpus import silence, wake_set
+
+    async def run() -> tuple[int, int]:
+        settings = WakeWordSettings(models=list(CLEAN["microwakeword"].values()))
+        conv = Conversation(RecordingBackend(), RecordingSink(), Endpointer(VadSettings(), emit_quiet=True),
+                            AudioSettings(codec="pcm"), trigger="wake_word", clock=ManualClock())  # fmt: skip
+        trigger = WakeTrigger(build_detector(settings), conv, settings)
+        task = asyncio.create_task(conv.run())
+        conv.on_backend_event(Connected())
+        hits = total = 0
+        try:
+            for phrase in CLEAN["microwakeword"]:
+                for _, clip in wake_set(phrase):
+                    before = trigger.detections
+                    data = np.concatenate([clip, silence(2.0)]).tobytes()  # past the refractory time
+                    for start in range(0, len(data), 1920):
+                        trigger.feed(data[start : start + 1920])
+                        conv.on_audio(data[start : start + 1920])
+                    total += 1
+                    hits += trigger.detections > before
+                    conv.on_backend_event(TurnEnded("bench"))
+                    await asyncio.sleep(0)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return hits, total
+
+    return asyncio.run(run())
 
 
 def measure() -> dict[str, Any]:
@@ -199,8 +254,15 @@ def measure() -> dict[str, Any]:
         ordered = sorted(latencies)
         figures["wake_latency_ms_p50"] = round(statistics.median(ordered), 1)
         figures["wake_latency_ms_p95"] = round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1)
-    with pulse_environment() as server:
-        figures["idle_cpu_percent_wake_word"] = round(asyncio.run(_idle_cpu(server)), 2)
+    hits, total = _gated_rate()
+    figures["wake_detect_rate_through_trigger"] = round(hits / total, 3)
+    with pulse_environment() as server, tempfile.TemporaryDirectory() as tmp:
+        talk = _write_wav(Path(tmp) / "talk.wav", other_speech(IDLE_SECONDS + 4, seed=5))
+        for trigger in ("button", "wake_word"):
+            name = "button_trigger" if trigger == "button" else "wake_word"
+            idle = asyncio.run(_daemon_cpu(server, trigger, None))
+            figures[f"idle_cpu_percent_{name}"] = round(idle, 2)
+            figures[f"speech_cpu_percent_{name}"] = round(asyncio.run(_daemon_cpu(server, trigger, talk)), 2)
     return figures
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from companion.audio.endpointer import Endpointer
-from companion.audio.wakeword import build_detector, detect_all
+from companion.audio.wakeword import Detection, WakeWordDetector, build_detector, detect_all
 from companion.config import AudioSettings, VadSettings, WakeWordSettings, settings_from_mapping
 from companion.daemon.clock import ManualClock
 from companion.daemon.conversation import Conversation
@@ -199,7 +199,7 @@ async def test_the_wake_word_during_a_reply_stops_it_and_opens_a_new_turn(tmp_pa
         sent = listens(server)
     assert code == 0, daemon.output()
     detect = {"type": "listen", "state": "detect", "text": "Alexa"}
-    abort = {"type": "abort", "reason": "wake_word_detected"}
+    abort: dict[str, object] = {"type": "abort", "reason": "wake_word_detected"}
     assert abort in sent, sent
     after = sent[sent.index(abort) + 1 :]
     assert after[:2] == [detect, {"type": "listen", "state": "start", "mode": "auto"}], sent
@@ -272,3 +272,37 @@ async def test_the_wake_word_over_a_reply_interrupts_it_only_when_the_mic_is_ope
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class CountingDetector:
+    """A detector that counts the samples it is given, around a real one."""
+
+    def __init__(self, inner: WakeWordDetector) -> None:
+        self.inner = inner
+        self.engine, self.phrases, self.light = inner.engine, inner.phrases, inner.light
+        self.samples = 0
+
+    def feed(self, pcm: bytes) -> list[Detection]:
+        self.samples += len(pcm) // 2
+        return self.inner.feed(pcm)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+
+async def test_the_detector_sleeps_through_silence_and_still_hears_the_wake_word_after_it() -> None:
+    backend = RecordingBackend()
+    conv = Conversation(backend, RecordingSink(), Endpointer(VadSettings(), emit_quiet=True),
+                        AudioSettings(codec="pcm"), trigger="wake_word", clock=ManualClock())  # fmt: skip
+    settings = WakeWordSettings(models=["alexa"])
+    detector = CountingDetector(build_detector(settings))
+    trigger = WakeTrigger(detector, conv, settings)
+    conv.on_backend_event(Connected())
+    task = asyncio.create_task(conv.run())
+    try:
+        capture(conv, trigger, np.concatenate([silence(10.0), speak("alexa"), silence(1.0)]))
+        assert trigger.detections == 1 and conv.state is S.LISTENING
+        assert detector.samples < 4.0 * RATE  # of 11.8 s: the lead-in, the word and the tail after it
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

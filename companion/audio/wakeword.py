@@ -41,6 +41,7 @@ class WakeWordDetector(Protocol):
 
     engine: str
     phrases: tuple[str, ...]
+    light: bool  # cheap enough to run on the event loop
 
     def feed(self, pcm: bytes) -> list[Detection]: ...
 
@@ -110,6 +111,7 @@ class MicroWakeWordDetector:
     """microWakeWord: one shared feature front end (10 ms steps), one small streaming net per model."""
 
     engine = "microwakeword"
+    light = True
 
     def __init__(self, settings: WakeWordSettings) -> None:
         try:
@@ -206,6 +208,7 @@ class OpenWakeWordDetector:
     """openWakeWord: shared mel-spectrogram and embedding nets (80 ms steps), one classifier per model."""
 
     engine = "openwakeword"
+    light = False
 
     def __init__(self, settings: WakeWordSettings) -> None:
         try:
