@@ -202,7 +202,9 @@ async def test_the_wake_word_during_a_reply_stops_it_and_opens_a_new_turn(tmp_pa
     abort: dict[str, object] = {"type": "abort", "reason": "wake_word_detected"}
     assert abort in sent, sent
     after = sent[sent.index(abort) + 1 :]
-    assert after[:2] == [detect, {"type": "listen", "state": "start", "mode": "auto"}], sent
+    start = {"type": "listen", "state": "start", "mode": "auto"}
+    assert sent[:2] == [detect, start], sent
+    assert after[:1] == [start], sent  # as the firmware: abort, then listen start, no detect
     assert "turn 1 barged_in" in daemon.output()
     assert "turn 2 completed" in daemon.output()
 

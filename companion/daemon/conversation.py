@@ -268,6 +268,7 @@ class Conversation:
         self._cause = f"wake word {phrase!r}"
         if self.state is S.LISTENING and self._streaming:
             return  # said inside an utterance already going up: the server hears it
+        from_idle = self.state is S.IDLE  # as the firmware: `detect` only from idle, else abort + listen
         if self.state is S.SPEAKING:
             log.info("wake word barge-in: stopping the reply")
             self.barge_in("wake word", reason="wake_word_detected")
@@ -277,7 +278,7 @@ class Conversation:
         if self.state not in (S.IDLE, S.LISTENING) or not self.backend.connected:
             log.warning("wake word %r ignored while %s", phrase, self.state.value)
             return
-        if announce is not None:
+        if announce is not None and from_idle:
             self.uplink.control(announce)
             self._wake_ack = True
         self.start_turn("wake_word", self.clock.now(), stream_now=True)
