@@ -38,6 +38,9 @@ MINDCRAFT_TTS_MODELS = (
 WEBSOCKET_SCHEMES = ("ws", "wss")
 HTTP_SCHEMES = ("http", "https")
 ESPAI_EXT_KEYS = tuple(f"ext{i}" for i in range(1, 8))
+# The models pymicro-wakeword and pyopen-wakeword ship (wake_word.models takes these names, or paths).
+MICRO_WAKE_MODELS = ("okay_nabu", "hey_jarvis", "hey_mycroft", "alexa")
+OPENWAKEWORD_MODELS = ("okay_nabu", "hey_jarvis", "hey_mycroft", "alexa", "hey_rhasspy")
 MAX_CONFIG_BYTES = 1024 * 1024  # a real file is a few KiB; anything this large is not a config
 
 # Where each secret should come from instead of the config file or the command line: the systemd
@@ -163,11 +166,54 @@ class BackendSettings:
     kind: str = setting("xiaozhi", "the voice agent protocol", choices=("xiaozhi", "chatbot_v3", "espai"))
     trigger: str = setting(
         "vad",
-        "what starts a turn: speech ('vad') or the bridge button / Enter on the console ('button'); "
-        "there is no wake-word engine yet",
-        choices=("vad", "button"),
+        "what starts a turn from idle: speech ('vad'), only the button ('button'), or the wake word "
+        "('wake_word', see [wake_word]); the bridge button / Enter on the console always works too",
+        choices=("vad", "button", "wake_word"),
     )
     reconnect_max_s: float = setting(60.0, "cap of the reconnect backoff", minimum=1, maximum=3600)
+
+
+@dataclass(frozen=True)
+class WakeWordSettings:
+    """The wake word (with backend.trigger = 'wake_word'): engine, models and when a model fires."""
+
+    engine: str = setting(
+        "microwakeword",
+        "'microwakeword' (pymicro-wakeword, ~0.3 % of a Pi core) or 'openwakeword' (pyopen-wakeword, "
+        "~10 %; pip install 'companion[openwakeword]')",
+        choices=("microwakeword", "openwakeword"),
+    )
+    models: list[str] = setting(
+        ["okay_nabu"],
+        "one or more models listened for at once: built-in names (okay_nabu, hey_jarvis, hey_mycroft, "
+        "alexa; openwakeword also hey_rhasspy) or paths to custom models (microwakeword: the .json "
+        "manifest beside its .tflite; openwakeword: the .tflite)",
+    )
+    probability_cutoff: float = setting(
+        0.0,
+        "a model fires above this probability; 0 = the model's own (its manifest, or 0.5 for openwakeword)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    sliding_window: int = setting(
+        0,
+        "probabilities averaged before the cutoff; 0 = the model's own (its manifest, or 1 for openwakeword)",
+        minimum=0,
+        maximum=100,
+    )
+    refractory_s: float = setting(
+        2.0, "after a detection the wake word is not heard again for this long", minimum=0.0, maximum=60.0
+    )
+    preroll_ms: int = setting(
+        150,
+        "audio from before the detection sent with the question, so that a first syllable said right "
+        "after the wake word is not lost",
+        minimum=0,
+        maximum=2000,
+    )
+    send_detect: bool = setting(
+        True, "xiaozhi: send `listen detect` with the wake word before `listen start`, as the firmware does"
+    )
 
 
 @dataclass(frozen=True)
@@ -428,6 +474,7 @@ class Settings:
     audio: AudioSettings = field(default_factory=AudioSettings)
     vad: VadSettings = field(default_factory=VadSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
+    wake_word: WakeWordSettings = field(default_factory=WakeWordSettings)
     xiaozhi: XiaozhiSettings = field(default_factory=XiaozhiSettings)
     chatbot_v3: ChatbotV3Settings = field(default_factory=ChatbotV3Settings)
     espai_device: EspaiDeviceSettings = field(default_factory=EspaiDeviceSettings)
@@ -607,10 +654,44 @@ def _check_together(settings: Settings, source: str) -> None:
             f"({vad.start_window}): speech could never start; make start_voiced ≤ start_window"
         )
     _check_espai(settings, source)
+    _check_wake_word(settings, source)
     if settings.audio.input == "bridge" and not settings.bridge.port:
         raise ConfigError(
             f"{source}: audio.input = 'bridge' needs bridge.port ('auto' or a serial device), which is ''"
         )
+
+
+def _check_wake_word(settings: Settings, source: str) -> None:
+    """[wake_word] models: strings, known names or model files (files are looked for only when the
+    wake word is the trigger, so a config kept for later still loads)."""
+    wake = settings.wake_word
+    builtin = MICRO_WAKE_MODELS if wake.engine == "microwakeword" else OPENWAKEWORD_MODELS
+    suffix = ".json" if wake.engine == "microwakeword" else ".tflite"
+    used = settings.backend.trigger == "wake_word"
+    if used and not wake.models:
+        raise ConfigError(f"{source}: wake_word.models is empty but backend.trigger = 'wake_word': "
+                          f"name at least one model, e.g. models = [\"{builtin[0]}\"]")  # fmt: skip
+    for model in wake.models:
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(
+                f"{source}: wake_word.models: expected model names or paths, got {_describe(model)}"
+            )
+        if model in builtin:
+            continue
+        if "/" not in model and not model.endswith((".json", ".tflite")):
+            raise ConfigError(
+                f"{source}: wake_word.models: {model!r} is not a built-in {wake.engine} model (built-in: "
+                f"{', '.join(builtin)}); for a custom model give the path of its {suffix} file"
+            )
+        path = Path(model).expanduser()
+        if wake.engine == "microwakeword" and path.suffix == ".tflite":
+            path = path.with_suffix(".json")  # the manifest beside it says the phrase and the cutoff
+        if path.suffix != suffix:
+            raise ConfigError(f"{source}: wake_word.models: {model!r}: a custom {wake.engine} model is "
+                              f"given as its {suffix} file")  # fmt: skip
+        if used and not path.is_file():
+            raise ConfigError(f"{source}: wake_word.models: {str(path)!r} does not exist (fix the path, or "
+                              f"use a built-in model: {', '.join(builtin)})")  # fmt: skip
 
 
 def _check_espai(settings: Settings, source: str) -> None:

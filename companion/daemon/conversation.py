@@ -43,7 +43,7 @@ from .listeners import Listeners
 from .reply_watchdog import ReplyWatchdog
 from .transitions import TRANSITIONS
 from .turn import Turn
-from .uplink_streamer import UplinkStreamer
+from .uplink_streamer import Control, UplinkStreamer
 
 __all__ = ["TRANSITIONS", "Conversation", "Turn"]
 
@@ -102,6 +102,7 @@ class Conversation:
         self._alarm = Alarm(self.clock)  # the reply timeout or the follow-up window
         self._state_changed = asyncio.Event()
         self._last_voice = 0.0
+        self._wake_ack = False  # `listen detect` sent: the stt + tts stop answering it ends no turn
         self._cause = "start-up"  # the input being handled, for the log of a refused transition
         self._watchdog = ReplyWatchdog(
             self._alarm,
@@ -193,7 +194,7 @@ class Conversation:
 
     def _speech_began(self, event: SpeechBegan) -> None:
         now = self.clock.now()
-        barged = self.state is S.SPEAKING
+        barged = self.state is S.SPEAKING and self.trigger != "wake_word"  # then only the wake word barges in
         if barged:
             log.info("voice barge-in: stopping the reply")
             self.barge_in("voice")
@@ -254,6 +255,30 @@ class Conversation:
                 self.uplink.control(self.backend.stop_listening)
                 self.set_state(S.THINKING)
 
+    def on_wake_word(self, phrase: str, audio: bytes, announce: Control | None = None) -> None:
+        """The wake word was heard (daemon/wake.py): stop a reply or a pending answer, open a turn, then
+        stream `audio` (what was said since just before the detection) and the microphone after it."""
+        self._cause = f"wake word {phrase!r}"
+        if self.state is S.LISTENING and self._streaming:
+            return  # said inside an utterance already going up: the server hears it
+        from_idle = self.state is S.IDLE  # as the firmware: `detect` only from idle, else abort + listen
+        if self.state is S.SPEAKING:
+            log.info("wake word barge-in: stopping the reply")
+            self.barge_in("wake word", reason="wake_word_detected")
+        elif self.state is S.THINKING:
+            self.uplink.control(lambda: self.backend.abort("wake_word_detected"))
+            self._end_turn("interrupted")
+        if self.state not in (S.IDLE, S.LISTENING) or not self.backend.connected:
+            log.warning("wake word %r ignored while %s", phrase, self.state.value)
+            return
+        if announce is not None and from_idle:
+            self.uplink.control(announce)
+            self._wake_ack = True
+        self.start_turn("wake_word", self.clock.now(), stream_now=True)
+        if self.turn is not None:
+            self.turn.wake_word = phrase
+        self._stream(audio)
+
     async def say(self, text: str) -> None:
         """A text turn: the backend handles the text as if the user had said it."""
         if not self.backend.supports_text:
@@ -292,9 +317,9 @@ class Conversation:
         if self.turn is not None:
             self.turn.mark("listen_sent", self.clock.now())
 
-    def barge_in(self, why: str) -> None:
+    def barge_in(self, why: str, reason: str = "") -> None:
         """Stop the reply now: abort upstream, flush the speaker, drop late audio of this reply."""
-        self.uplink.control(lambda: self.backend.abort(""))  # no reason: only a wake word sends one
+        self.uplink.control(lambda: self.backend.abort(reason))  # a reason only for a wake word
         self.playback.stop()
         self._end_turn("barged_in")
         self.set_state(S.IDLE)
@@ -303,7 +328,7 @@ class Conversation:
         self._alarm.cancel()
         if self._streaming:
             self._stop_streaming()
-        self._armed = False
+        self._armed = self._wake_ack = False
         turn, self.turn = self.turn, None
         if turn is None:
             return
@@ -390,7 +415,9 @@ class Conversation:
                 if self.state is S.SPEAKING:  # else a late or duplicate `tts stop`
                     self.playback.end_reply(event.aborted)
             case TurnEnded():
-                if self.state in (S.LISTENING, S.THINKING):
+                if self._wake_ack and self.turn is not None and "stt" not in self.turn.marks:
+                    self._wake_ack = False  # the server's answer to `listen detect`: the question follows
+                elif self.state in (S.LISTENING, S.THINKING):
                     log.info("turn ended by the server%s", f": {event.reason}" if event.reason else "")
                     self._end_turn(event.reason or "ended")
                     self.set_state(S.IDLE)
@@ -415,6 +442,10 @@ class Conversation:
 
     def _on_transcript(self, event: Transcript) -> None:
         if self.turn is None:
+            return
+        heard = event.text.strip(" .,!?。，！").casefold()
+        if self.turn.wake_word and heard == self.turn.wake_word.casefold():
+            log.info("server heard the wake word %r; listening on", event.text)  # its answer to `detect`
             return
         if event.text.startswith(TOOL_CALL_DISPLAY):
             # xiaozhi-esp32-server shows a tool call it runs as an stt ("% self_audio_speaker_set_volume"):

@@ -38,6 +38,7 @@ from .conversation import Conversation, Turn
 from .cues import Cues
 from .runtime_controls import RuntimeControls
 from .supervisor import Supervisor
+from .wake import WakeTrigger
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class Runtime:
         self.cues: Cues | None = None
         self.notifier = Notifier()
         self.indicator: Indicator = NullIndicator()
+        self.wake: WakeTrigger | None = None  # with backend.trigger = "wake_word"
 
     def stop(self, code: int = 0) -> None:
         """Ask the run to finish (SIGTERM, --turns reached)."""
@@ -258,6 +260,12 @@ class Runtime:
     async def run(self) -> int:
         """Run until stopped; returns the exit status."""
         settings = self.settings
+        detector = None
+        if settings.backend.trigger == "wake_word" and self.options.capture:
+            from ..audio.wakeword import build_detector  # the engine loads only when it is used
+
+            # First: a model that does not load stops the run before any device opens.
+            detector = build_detector(settings.wake_word)
         self.sink = build_sink(settings)
         self.source = build_source(settings) if self.options.capture else None
         self.backend = build_backend(
@@ -277,6 +285,8 @@ class Runtime:
             clock=LoopClock(),
         )
         self.conversation = conv
+        if detector is not None:
+            self.wake = WakeTrigger(detector, conv, settings.wake_word)
         conv.turn_listeners.add(self._turn_done)
         if self.options.on_state is not None:
             conv.state_listeners.add(self.options.on_state)
@@ -331,6 +341,8 @@ class Runtime:
                         group.create_task(supervisor.run("microphone", self._capture), name="capture")
                     )
                 tasks.append(group.create_task(supervisor.run("bridge", indicator.run), name="bridge"))
+                if self.wake is not None:
+                    tasks.append(group.create_task(supervisor.run("wake word", self.wake.run), name="wake"))
                 if self.options.console_button and sys.stdin is not None and sys.stdin.isatty():
                     tasks.append(group.create_task(self._console_button(), name="console"))
                 for make in self.options.extra_tasks:
@@ -382,6 +394,8 @@ class Runtime:
                 first = False
                 assert self.supervisor is not None
                 self.supervisor.up("microphone")
+            if self.wake is not None:
+                self.wake.feed(block)
             self.conversation.on_audio(block)
 
     async def _console_button(self) -> None:

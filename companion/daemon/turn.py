@@ -21,6 +21,7 @@ class Turn:
     bytes_up: int = 0
     bytes_down: int = 0
     errors: list[str] = field(default_factory=list)
+    wake_word: str = ""  # the phrase that opened the turn, if a wake word did
 
     def mark(self, name: str, when: float) -> None:
         """Record a moment once (the first occurrence counts)."""

@@ -65,7 +65,11 @@ FRAME_MS = 60
 DOWNLINK = AudioParams("opus", DOWNLINK_RATE, 1, FRAME_MS)
 LEAD_PACKETS = 5  # sent at once (300 ms pre-buffer), then one per 60 ms, as xiaozhi-esp32-server does
 MAX_BODY = 1 << 20
-WAKE_WORDS = frozenset({"你好小智", "你好小志", "小智", "hi xiaozhi", "hey xiaozhi"})
+# The server's configured wake words (xiaozhi-esp32-server's `wakeup_words`): a `listen detect` with one of
+# them is acknowledged (stt, tts stop); any other text is a text turn. The English ones are the phrases of
+# the models pymicro-wakeword and pyopen-wakeword ship.
+WAKE_WORDS = frozenset({"你好小智", "你好小志", "小智", "hi xiaozhi", "hey xiaozhi", "alexa", "hey jarvis",
+                        "okay nabu", "hey mycroft", "hey rhasspy"})  # fmt: skip
 MISSING_DEVICE_ID_TEXT = "端口正常，如需测试连接，请启动digital-human测试"
 EMOJI = {
     "neutral": "😶", "happy": "🙂", "laughing": "😆", "funny": "😂", "sad": "😔", "angry": "😠",

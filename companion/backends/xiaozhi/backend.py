@@ -127,6 +127,10 @@ class XiaozhiBackend:
     async def send_text(self, text: str) -> None:
         await self._require().send_text(text)
 
+    async def announce_wake_word(self, phrase: str) -> None:
+        """`listen detect` with the wake word, as the firmware sends it before `listen start`."""
+        await self._require().send_text(phrase)  # both transports send a text as `listen detect`
+
     async def send_tool_result(self, payload: dict[str, Any]) -> None:
         await self._require().send_tool_result(payload)
 
