@@ -25,6 +25,7 @@ from typing import Any
 
 ASSET = Path(__file__).resolve().parent.parent / "companion" / "assets" / "demo_hello.wav"
 QUIET = {"XDG_RUNTIME_DIR", "PULSE_SERVER"}
+SOAK_TURNS = int(os.environ.get("SOAK_TURNS", "1000"))  # fewer for a quick look
 
 
 def malformed_frames(count: int = 100_000, seed: int = 1) -> dict[str, Any]:
@@ -180,6 +181,102 @@ async def restarts(count: int = 300) -> dict[str, Any]:
             "restart_threads": [int(first["Threads"]), int(last["Threads"])]}  # fmt: skip
 
 
+SOAK_SPEECH_S = 0.95  # the first word of demo_hello.wav
+SOAK_SILENCE_S = 1.4  # then quiet long enough for the reply: one turn per pass through the file
+MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # glibc's threshold fixed: no dynamic warm-up
+
+
+def _soak_clip(folder: Path) -> Path:
+    """A WAV that, played in a loop, is someone saying one word every 2.65 s."""
+    import wave
+
+    with wave.open(str(ASSET)) as source:
+        speech = source.readframes(int(source.getframerate() * SOAK_SPEECH_S))
+        rate = source.getframerate()
+    path = folder / "one-word.wav"
+    with wave.open(str(path), "wb") as clip:
+        clip.setnchannels(1)
+        clip.setsampwidth(2)
+        clip.setframerate(rate)
+        clip.writeframes(speech + bytes(2 * int(rate * SOAK_SILENCE_S)))
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _asyncio_tasks(port: int) -> int | None:
+    """The daemon's `companion_asyncio_tasks` gauge."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "companion_asyncio_tasks":
+                return int(sample.value)
+    return None
+
+
+async def soak(turns: int = 1000, env: dict[str, str] | None = None, key: str = "soak") -> dict[str, Any]:
+    """`companion run` against the echo server for `turns` spoken turns (a looping WAV as the
+    microphone): RSS, threads and asyncio tasks at turn 100 and at the last, sampled every 100 turns."""
+    from companion.fieldtest.echo_server import EchoServer
+    from tests.daemon_process import DaemonProcess
+
+    every = min(100, turns)
+    samples: dict[int, dict[str, float]] = {}
+    started = time.monotonic()
+    async with EchoServer(port=0) as server:
+        with tempfile.TemporaryDirectory() as state:
+            port = _free_port()
+            daemon = await DaemonProcess(
+                "run", "--input", str(_soak_clip(Path(state))), "--output", str(Path(state) / "out.wav"),
+                "--set", f'xiaozhi.websocket_url="{server.websocket_url}"', "--set", "audio.input_loop=true",
+                "--set", 'xiaozhi.listen_mode="manual"', "--set", "vad.hangover_ms=300",
+                "--set", f"telemetry.prometheus_port={port}", state_dir=Path(state), env=env,
+            ).start()  # fmt: skip
+            try:
+                assert daemon.proc is not None
+                completed, seen, last_turn = 0, 0, time.monotonic()
+                while completed < turns:
+                    for line in daemon.lines[seen:]:
+                        if " completed: {" in line:
+                            completed += 1
+                            last_turn = time.monotonic()
+                            if completed % every == 0:
+                                status = _proc_status(daemon.proc.pid)
+                                status["tasks"] = float(await _asyncio_tasks(port) or -1)
+                                samples[completed] = status
+                    seen = len(daemon.lines)
+                    if daemon.proc.returncode is not None or time.monotonic() - last_turn > 30:
+                        raise RuntimeError(f"no turn for 30 s after {completed}:\n{daemon.output()}")
+                    await asyncio.sleep(0.2)
+                lines = list(daemon.lines)
+            finally:
+                await daemon.stop()
+    first, last = samples[every], samples[turns]
+    outcomes = [
+        line.split(" turn ", 1)[1].split(":", 1)[0] for line in lines if "conversation: turn " in line
+    ]
+    return {f"{key}_turns": turns, f"{key}_minutes": round((time.monotonic() - started) / 60, 1),
+            f"{key}_rss_mb_at_{every}": round(first["VmRSS"] / 1024, 2),
+            f"{key}_rss_mb_at_{turns}": round(last["VmRSS"] / 1024, 2),
+            f"{key}_rss_growth_kb": int(last["VmRSS"] - first["VmRSS"]),
+            f"{key}_rss_mb_every_{every}": [round(samples[n]["VmRSS"] / 1024, 2) for n in sorted(samples)],
+            f"{key}_threads": [int(first["Threads"]), int(last["Threads"])],
+            f"{key}_tasks": [int(first["tasks"]), int(last["tasks"])],
+            f"{key}_turns_not_completed": sum(" completed" not in o for o in outcomes),
+            f"{key}_offline": sum("→ offline" in line for line in lines),
+            f"{key}_server_connections": len(server.records)}  # fmt: skip
+
+
 async def audio_losses(count: int = 20) -> dict[str, Any]:
     """Kill the sound server under the daemon `count` times; the microphone must come back each time."""
     from companion.fieldtest.echo_server import EchoServer
@@ -239,6 +336,10 @@ async def _all(only: set[str]) -> dict[str, Any]:
         figures.update(await restarts())
     if not only or "audio" in only:
         figures.update(await audio_losses())
+    if not only or "soak" in only:
+        figures.update(await soak(SOAK_TURNS))
+    if not only or "soak_mmap" in only:
+        figures.update(await soak(SOAK_TURNS, env=MMAP_THRESHOLD, key="soak_mmap"))
     return figures
 
 

@@ -86,6 +86,7 @@ class Variant:
     auth: str = ""  # "" | "token" (plain-text 认证失败 then close) | "http" (HTTP 401 on the upgrade)
     mcp_tools_list_delay_s: float = 0.0  # xiaozhi-esp32-server asks tools/list 1 s after initialize
     late_stop_s: float = 0.0  # xiaozhi-esp32-server: `tts stop` ~0.42 s after the client's playback ends
+    idle_close_s: float = 0.0  # xiaozhi-esp32-server closes (1000) 180 s after the last audio/listen/reply
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -95,6 +96,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "duplicate_stop": True,
         "mcp_tools_list_delay_s": 1.0,
         "late_stop_s": 0.42,
+        "idle_close_s": 180.0,
     },
     "duplicate-stop": {"duplicate_stop": True},
     "non-json": {"non_json": True},
@@ -489,6 +491,7 @@ class _Connection:
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.mcp_ids = itertools.count(3)
         self.notified = False
+        self.last_activity = time.monotonic()  # audio or `listen` received, reply audio sent
 
     def kill(self) -> None:
         transport = getattr(self.ws, "transport", None)
@@ -567,6 +570,7 @@ class _Connection:
         await self.server._notify()
 
     async def on_listen(self, msg: dict[str, Any]) -> None:
+        self.last_activity = time.monotonic()
         state = msg.get("state")
         if state == "start":
             mode = msg.get("mode")
@@ -637,6 +641,7 @@ class _Connection:
         except framing.FrameError as exc:
             log.debug("bad uplink frame: %s", exc)
             return
+        self.last_activity = time.monotonic()
         self.record.uplink_packets += 1
         if self.speaking:
             self.record.uplink_while_speaking += 1
@@ -668,10 +673,16 @@ class _Connection:
                 await self._end_utterance()
 
     async def _silence_watchdog(self) -> None:
-        """Ends an auto-mode utterance when the client stops sending (wall-clock silence)."""
+        """Ends an auto-mode utterance when the client stops sending (wall-clock silence), and closes
+        a connection idle for the variant's `idle_close_s`."""
         hangover = self.server.vad.hangover_ms / 1000
+        idle_close = self.variant.idle_close_s
         while True:
             await asyncio.sleep(0.05)
+            if idle_close and not self.speaking and time.monotonic() - self.last_activity > idle_close:
+                log.info("closing the connection: idle for %g s", idle_close)
+                await self.ws.close()  # 1000, as xiaozhi-esp32-server's timeout check does
+                return
             if (
                 self.in_speech
                 and self.mode in ("auto", "realtime")
@@ -759,6 +770,7 @@ class _Connection:
                 await asyncio.sleep(delay)
             packet = encoder.encode(up[i * step : (i + 1) * step].tobytes())
             await self.ws.send(framing.encode(self.version, packet))
+            self.last_activity = time.monotonic()
         # `tts stop` about when the client's playback ends (its buffer holds the lead)
         end = start + max(0, count - LEAD_PACKETS) * FRAME_MS / 1000 + LEAD_PACKETS * FRAME_MS / 1000
         await asyncio.sleep(max(0.0, end - loop.time()) + self.variant.late_stop_s)
