@@ -8,6 +8,14 @@
   tasks before and after (growth per restart).
 - `audio_losses`: the sound server killed under the running daemon and brought back: how many times
   the microphone was reopened, and the recovery time.
+- `soak` (`soak_mmap`: the same with glibc's `MALLOC_MMAP_THRESHOLD_` fixed): `companion run` against
+  the echo server for 1000 spoken turns (`SOAK_TURNS`), a looping one-word WAV as the microphone: RSS,
+  threads and asyncio tasks (the `companion_asyncio_tasks` gauge) every 100 turns. About 45 minutes.
+- `idle_real`: `companion run` idle for 10 minutes (`IDLE_REAL_S`) against a running
+  xiaozhi-esp32-server (`XIAOZHI_PEER_URL`, docs/peers-xiaozhi.md), then one spoken turn, through a
+  tap that counts pings, pongs and close frames; skipped, saying so, when no server answers.
+
+With no names it runs all but `soak`, `soak_mmap` and `idle_real`, which run only when named.
 """
 
 from __future__ import annotations
@@ -277,6 +285,85 @@ async def soak(turns: int = 1000, env: dict[str, str] | None = None, key: str = 
             f"{key}_server_connections": len(server.records)}  # fmt: skip
 
 
+PEER_URL = os.environ.get("XIAOZHI_PEER_URL", "ws://127.0.0.1:8000/xiaozhi/v1/")
+IDLE_REAL_S = float(os.environ.get("IDLE_REAL_S", "600"))
+
+
+def _quiet_then_speech(folder: Path, quiet_s: float) -> Path:
+    """A WAV that is a quiet room for `quiet_s`, then demo_hello.wav, then quiet again."""
+    import wave
+
+    with wave.open(str(ASSET)) as source:
+        rate = source.getframerate()
+        speech = source.readframes(source.getnframes())
+    path = folder / "quiet-then-speech.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(bytes(2 * int(rate * quiet_s)) + speech + bytes(2 * rate * 3))
+    return path
+
+
+async def idle_real(seconds: float = IDLE_REAL_S) -> dict[str, Any]:
+    """`companion run` idle against a running xiaozhi-esp32-server (docs/peers-xiaozhi.md) for
+    `seconds`, then one spoken turn, through a tap that counts pings, pongs and close frames: the
+    device must stay idle (no offline state, no cue) and the session must still answer."""
+    from urllib.parse import urlsplit
+
+    from bench.wiretap import WireTap
+    from tests.daemon_process import DaemonProcess
+
+    parts = urlsplit(PEER_URL)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    try:
+        _, probe = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        probe.close()
+    except (OSError, TimeoutError):
+        message = f"skipped: no xiaozhi-esp32-server at {PEER_URL} (docs/peers-xiaozhi.md starts one)"
+        print(f"idle_real {message}", file=sys.stderr)
+        return {"idle_real": message}
+    log_path = Path(tempfile.gettempdir()) / "companion-idle-real.log"
+    with tempfile.TemporaryDirectory() as state:
+        wav = _quiet_then_speech(Path(state), seconds)
+        async with WireTap(host, port) as tap:
+            tapped = PEER_URL.replace(parts.netloc, f"127.0.0.1:{tap.port}", 1)
+            daemon = await DaemonProcess(
+                "run", "--input", str(wav), "--output", str(Path(state) / "out.wav"),
+                "--set", f'xiaozhi.websocket_url="{tapped}"', "--set", 'log.level="debug"',
+                state_dir=Path(state),
+            ).start()  # fmt: skip
+            try:
+                await daemon.wait_for_line("→ idle", 30)
+                idle_from = time.monotonic()
+                await daemon.wait_for_line("→ listening", seconds + 60)
+                idle_s = time.monotonic() - idle_from
+                ended = await daemon.wait_for_line("conversation: turn ", 60)
+            finally:
+                await daemon.stop()
+                log_path.write_text("\n".join(daemon.lines) + "\n")
+    lines = daemon.lines
+    turn_starts = next(i for i, line in enumerate(lines) if "→ listening" in line)
+
+    def after(marker: str, start: int = 0, end: int | None = None) -> list[str]:
+        return [line.split(marker, 1)[1].strip() for line in lines[start:end] if marker in line]
+
+    return {"idle_real_idle_s": round(idle_s),
+            "idle_real_state_changes_while_idle": after("state: ", end=turn_starts),
+            "idle_real_state_changes_in_the_turn": after("state: ", start=turn_starts),
+            "idle_real_offline": sum("→ offline" in line for line in lines),
+            "idle_real_cues_while_idle": after("cue: ", end=turn_starts),
+            "idle_real_cues_in_the_turn": after("cue: ", start=turn_starts),
+            "idle_real_channel_down": after("channel down: "),
+            "idle_real_sessions_opened": sum(" open (ws" in line for line in lines),
+            "idle_real_reconnects_counted": sum("disconnected:" in line for line in lines),
+            "idle_real_tcp_connections": tap.connections, "idle_real_frames": dict(tap.frames),
+            "idle_real_closes": [vars(close) for close in tap.closes],
+            "idle_real_turn": ended.split("conversation: ", 1)[1][:60],
+            "idle_real_heard": after("heard: "), "idle_real_reply": after("reply: ")[:3],
+            "idle_real_log": str(log_path)}  # fmt: skip
+
+
 async def audio_losses(count: int = 20) -> dict[str, Any]:
     """Kill the sound server under the daemon `count` times; the microphone must come back each time."""
     from companion.fieldtest.echo_server import EchoServer
@@ -336,16 +423,19 @@ async def _all(only: set[str]) -> dict[str, Any]:
         figures.update(await restarts())
     if not only or "audio" in only:
         figures.update(await audio_losses())
-    if not only or "soak" in only:
+    # the long runs only when named
+    if "soak" in only:
         figures.update(await soak(SOAK_TURNS))
-    if not only or "soak_mmap" in only:
+    if "soak_mmap" in only:
         figures.update(await soak(SOAK_TURNS, env=MMAP_THRESHOLD, key="soak_mmap"))
+    if "idle_real" in only:
+        figures.update(await idle_real())
     return figures
 
 
 def main() -> None:
     os.environ.setdefault("STATE_DIRECTORY", tempfile.mkdtemp(prefix="companion-faults-"))
-    only = set(sys.argv[1:])  # e.g. `python -m bench.faults audio restarts`; none: all of them
+    only = set(sys.argv[1:])  # e.g. `python -m bench.faults audio restarts`; none: all but the long runs
     json.dump(asyncio.run(_all(only)), sys.stdout, indent=2)
     print()
 

@@ -60,5 +60,6 @@ class Cues:
 
     def _play(self, key: str, spoken: bool = False) -> None:
         pcm = prompts.spoken(key, self.language) if spoken else prompts.earcon(key)
+        log.debug("cue: %s", key)
         self.played.append(key)
         self.conversation.playback.play_cue(pcm, prompts.RATE)
