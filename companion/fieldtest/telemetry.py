@@ -390,7 +390,7 @@ class MetricsExporter:
             answer: concurrent.futures.Future[int] = concurrent.futures.Future()
 
             def count() -> None:
-                if not answer.cancelled():
+                with contextlib.suppress(concurrent.futures.InvalidStateError):  # the scrape gave up
                     answer.set_result(len(asyncio.all_tasks(loop)))
 
             try:
