@@ -10,7 +10,9 @@
   the microphone was reopened, and the recovery time.
 - `soak` (`soak_mmap`: the same with glibc's `MALLOC_MMAP_THRESHOLD_` fixed): `companion run` against
   the echo server for 1000 spoken turns (`SOAK_TURNS`), a looping one-word WAV as the microphone: RSS,
-  threads and asyncio tasks (the `companion_asyncio_tasks` gauge) every 100 turns. About 45 minutes.
+  threads and asyncio tasks (the `companion_asyncio_tasks` gauge) every 100 turns, and the RSS floor
+  (the lowest over the 10 turns before turn 100 and the last, free of where in a turn a sample falls).
+  About 46 minutes.
 - `idle_real`: `companion run` idle for 10 minutes (`IDLE_REAL_S`) against a running
   xiaozhi-esp32-server (`XIAOZHI_PEER_URL`, docs/peers-xiaozhi.md), then one spoken turn, through a
   tap that counts pings, pongs and close frames; skipped, saying so, when no server answers.
@@ -253,7 +255,9 @@ async def soak(turns: int = 1000, env: dict[str, str] | None = None, key: str = 
             try:
                 assert daemon.proc is not None
                 completed, seen, last_turn = 0, 0, time.monotonic()
+                trace: list[tuple[int, float]] = []  # (turns completed, VmRSS kB), every 0.2 s
                 while completed < turns:
+                    trace.append((completed, _proc_status(daemon.proc.pid)["VmRSS"]))
                     for line in daemon.lines[seen:]:
                         if " completed: {" in line:
                             completed += 1
@@ -270,6 +274,10 @@ async def soak(turns: int = 1000, env: dict[str, str] | None = None, key: str = 
             finally:
                 await daemon.stop()
     first, last = samples[every], samples[turns]
+
+    def floor(n: int) -> float:  # the lowest RSS over the 10 turns before turn n: wherever in a turn
+        return min(rss for done, rss in trace if n - 10 <= done < n)  # a point sample falls, ±0.8 MB
+
     outcomes = [
         line.split(" turn ", 1)[1].split(":", 1)[0] for line in lines if "conversation: turn " in line
     ]
@@ -277,6 +285,9 @@ async def soak(turns: int = 1000, env: dict[str, str] | None = None, key: str = 
             f"{key}_rss_mb_at_{every}": round(first["VmRSS"] / 1024, 2),
             f"{key}_rss_mb_at_{turns}": round(last["VmRSS"] / 1024, 2),
             f"{key}_rss_growth_kb": int(last["VmRSS"] - first["VmRSS"]),
+            f"{key}_rss_floor_mb_at_{every}": round(floor(every) / 1024, 2),
+            f"{key}_rss_floor_mb_at_{turns}": round(floor(turns) / 1024, 2),
+            f"{key}_rss_floor_growth_kb": int(floor(turns) - floor(every)),
             f"{key}_rss_mb_every_{every}": [round(samples[n]["VmRSS"] / 1024, 2) for n in sorted(samples)],
             f"{key}_threads": [int(first["Threads"]), int(last["Threads"])],
             f"{key}_tasks": [int(first["tasks"]), int(last["tasks"])],
