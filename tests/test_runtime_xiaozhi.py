@@ -82,7 +82,7 @@ async def test_an_idle_device_whose_channel_the_server_retires_stays_idle_and_sa
             assert runtime.conversation is not None and runtime.cues is not None
             await asyncio.wait_for(runtime.conversation.wait_for_state(DeviceState.IDLE), 5)
             assert server.records[0].closed  # the server did close the first channel
-            assert DeviceState.OFFLINE not in states and runtime.cues.played == []
+            assert DeviceState.OFFLINE not in states and not runtime.cues.played
             assert runtime.reconnects == 0
         finally:
             runtime.stop()
