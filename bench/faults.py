@@ -10,6 +10,16 @@
   the microphone was reopened, and the recovery time.
 - `serial_unplugs`: the ESP32 (the emulator on a socat cable) unplugged and plugged back while the
   state moves on: how long after each replug the board shows the current state and emotion.
+- `soak` (`soak_mmap`: the same with glibc's `MALLOC_MMAP_THRESHOLD_` fixed): `companion run` against
+  the echo server for 1000 spoken turns (`SOAK_TURNS`), a looping one-word WAV as the microphone: RSS,
+  threads and asyncio tasks (the `companion_asyncio_tasks` gauge) every 100 turns, and the RSS floor
+  (the lowest over the 10 turns before turn 100 and the last, free of where in a turn a sample falls).
+  About 46 minutes.
+- `idle_real`: `companion run` idle for 10 minutes (`IDLE_REAL_S`) against a running
+  xiaozhi-esp32-server (`XIAOZHI_PEER_URL`, docs/peers-xiaozhi.md), then one spoken turn, through a
+  tap that counts pings, pongs and close frames; skipped, saying so, when no server answers.
+
+With no names it runs all but `soak`, `soak_mmap` and `idle_real`, which run only when named.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import Any
 
 ASSET = Path(__file__).resolve().parent.parent / "companion" / "assets" / "demo_hello.wav"
 QUIET = {"XDG_RUNTIME_DIR", "PULSE_SERVER"}
+SOAK_TURNS = int(os.environ.get("SOAK_TURNS", "1000"))  # fewer for a quick look
 
 
 def malformed_frames(count: int = 100_000, seed: int = 1) -> dict[str, Any]:
@@ -182,6 +193,190 @@ async def restarts(count: int = 300) -> dict[str, Any]:
             "restart_threads": [int(first["Threads"]), int(last["Threads"])]}  # fmt: skip
 
 
+SOAK_SPEECH_S = 0.95  # the first word of demo_hello.wav
+SOAK_SILENCE_S = 1.4  # then quiet long enough for the reply: one turn per pass through the file
+MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # glibc's threshold fixed: no dynamic warm-up
+
+
+def _soak_clip(folder: Path) -> Path:
+    """A WAV that, played in a loop, is someone saying one word every 2.65 s."""
+    import wave
+
+    with wave.open(str(ASSET)) as source:
+        speech = source.readframes(int(source.getframerate() * SOAK_SPEECH_S))
+        rate = source.getframerate()
+    path = folder / "one-word.wav"
+    with wave.open(str(path), "wb") as clip:
+        clip.setnchannels(1)
+        clip.setsampwidth(2)
+        clip.setframerate(rate)
+        clip.writeframes(speech + bytes(2 * int(rate * SOAK_SILENCE_S)))
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _asyncio_tasks(port: int) -> int | None:
+    """The daemon's `companion_asyncio_tasks` gauge."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "companion_asyncio_tasks":
+                return int(sample.value)
+    return None
+
+
+async def soak(turns: int = 1000, env: dict[str, str] | None = None, key: str = "soak") -> dict[str, Any]:
+    """`companion run` against the echo server for `turns` spoken turns (a looping WAV as the
+    microphone): RSS, threads and asyncio tasks at turn 100 and at the last, sampled every 100 turns."""
+    from tests.daemon_process import DaemonProcess
+    from tests.peers.xiaozhi_echo import EchoPeer
+
+    every = min(100, turns)
+    samples: dict[int, dict[str, float]] = {}
+    started = time.monotonic()
+    async with EchoPeer(port=0) as server:
+        with tempfile.TemporaryDirectory() as state:
+            port = _free_port()
+            daemon = await DaemonProcess(
+                "run", "--input", str(_soak_clip(Path(state))), "--output", str(Path(state) / "out.wav"),
+                "--set", f'xiaozhi.websocket_url="{server.websocket_url}"', "--set", "audio.input_loop=true",
+                "--set", 'xiaozhi.listen_mode="manual"', "--set", "vad.hangover_ms=300",
+                "--set", f"telemetry.prometheus_port={port}", state_dir=Path(state), env=env,
+            ).start()  # fmt: skip
+            try:
+                assert daemon.proc is not None
+                completed, seen, last_turn = 0, 0, time.monotonic()
+                trace: list[tuple[int, float]] = []  # (turns completed, VmRSS kB), every 0.2 s
+                while completed < turns:
+                    trace.append((completed, _proc_status(daemon.proc.pid)["VmRSS"]))
+                    for line in daemon.lines[seen:]:
+                        if " completed: {" in line:
+                            completed += 1
+                            last_turn = time.monotonic()
+                            if completed % every == 0:
+                                status = _proc_status(daemon.proc.pid)
+                                status["tasks"] = float(await _asyncio_tasks(port) or -1)
+                                samples[completed] = status
+                    seen = len(daemon.lines)
+                    if daemon.proc.returncode is not None or time.monotonic() - last_turn > 30:
+                        raise RuntimeError(f"no turn for 30 s after {completed}:\n{daemon.output()}")
+                    await asyncio.sleep(0.2)
+                lines = list(daemon.lines)
+            finally:
+                await daemon.stop()
+    first, last = samples[every], samples[turns]
+
+    def floor(n: int) -> float:  # the lowest RSS over the 10 turns before turn n: wherever in a turn
+        return min(rss for done, rss in trace if n - 10 <= done < n)  # a point sample falls, ±0.8 MB
+
+    outcomes = [
+        line.split(" turn ", 1)[1].split(":", 1)[0] for line in lines if "conversation: turn " in line
+    ]
+    return {f"{key}_turns": turns, f"{key}_minutes": round((time.monotonic() - started) / 60, 1),
+            f"{key}_rss_mb_at_{every}": round(first["VmRSS"] / 1024, 2),
+            f"{key}_rss_mb_at_{turns}": round(last["VmRSS"] / 1024, 2),
+            f"{key}_rss_growth_kb": int(last["VmRSS"] - first["VmRSS"]),
+            f"{key}_rss_floor_mb_at_{every}": round(floor(every) / 1024, 2),
+            f"{key}_rss_floor_mb_at_{turns}": round(floor(turns) / 1024, 2),
+            f"{key}_rss_floor_growth_kb": int(floor(turns) - floor(every)),
+            f"{key}_rss_mb_every_{every}": [round(samples[n]["VmRSS"] / 1024, 2) for n in sorted(samples)],
+            f"{key}_threads": [int(first["Threads"]), int(last["Threads"])],
+            f"{key}_tasks": [int(first["tasks"]), int(last["tasks"])],
+            f"{key}_turns_not_completed": sum(" completed" not in o for o in outcomes),
+            f"{key}_offline": sum("→ offline" in line for line in lines),
+            f"{key}_server_connections": len(server.records)}  # fmt: skip
+
+
+PEER_URL = os.environ.get("XIAOZHI_PEER_URL", "ws://127.0.0.1:8000/xiaozhi/v1/")
+IDLE_REAL_S = float(os.environ.get("IDLE_REAL_S", "600"))
+
+
+def _quiet_then_speech(folder: Path, quiet_s: float) -> Path:
+    """A WAV that is a quiet room for `quiet_s`, then demo_hello.wav, then quiet again."""
+    import wave
+
+    with wave.open(str(ASSET)) as source:
+        rate = source.getframerate()
+        speech = source.readframes(source.getnframes())
+    path = folder / "quiet-then-speech.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(bytes(2 * int(rate * quiet_s)) + speech + bytes(2 * rate * 3))
+    return path
+
+
+async def idle_real(seconds: float = IDLE_REAL_S) -> dict[str, Any]:
+    """`companion run` idle against a running xiaozhi-esp32-server (docs/peers-xiaozhi.md) for
+    `seconds`, then one spoken turn, through a tap that counts pings, pongs and close frames: the
+    device must stay idle (no offline state, no cue) and the session must still answer."""
+    from urllib.parse import urlsplit
+
+    from bench.wiretap import WireTap
+    from tests.daemon_process import DaemonProcess
+
+    parts = urlsplit(PEER_URL)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    try:
+        _, probe = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+        probe.close()
+    except (OSError, TimeoutError):
+        message = f"skipped: no xiaozhi-esp32-server at {PEER_URL} (docs/peers-xiaozhi.md starts one)"
+        print(f"idle_real {message}", file=sys.stderr)
+        return {"idle_real": message}
+    log_path = Path(tempfile.gettempdir()) / "companion-idle-real.log"
+    with tempfile.TemporaryDirectory() as state:
+        wav = _quiet_then_speech(Path(state), seconds)
+        async with WireTap(host, port) as tap:
+            tapped = PEER_URL.replace(parts.netloc, f"127.0.0.1:{tap.port}", 1)
+            daemon = await DaemonProcess(
+                "run", "--input", str(wav), "--output", str(Path(state) / "out.wav"),
+                "--set", f'xiaozhi.websocket_url="{tapped}"', "--set", 'log.level="debug"',
+                state_dir=Path(state),
+            ).start()  # fmt: skip
+            try:
+                await daemon.wait_for_line("→ idle", 30)
+                idle_from = time.monotonic()
+                await daemon.wait_for_line("→ listening", seconds + 60)
+                idle_s = time.monotonic() - idle_from
+                ended = await daemon.wait_for_line("conversation: turn ", 60)
+            finally:
+                await daemon.stop()
+                log_path.write_text("\n".join(daemon.lines) + "\n")
+    lines = daemon.lines
+    turn_starts = next(i for i, line in enumerate(lines) if "→ listening" in line)
+
+    def after(marker: str, start: int = 0, end: int | None = None) -> list[str]:
+        return [line.split(marker, 1)[1].strip() for line in lines[start:end] if marker in line]
+
+    return {"idle_real_idle_s": round(idle_s),
+            "idle_real_state_changes_while_idle": after("state: ", end=turn_starts),
+            "idle_real_state_changes_in_the_turn": after("state: ", start=turn_starts),
+            "idle_real_offline": sum("→ offline" in line for line in lines),
+            "idle_real_cues_while_idle": after("cue: ", end=turn_starts),
+            "idle_real_cues_in_the_turn": after("cue: ", start=turn_starts),
+            "idle_real_channel_down": after("channel down: "),
+            "idle_real_sessions_opened": sum(" open (ws" in line for line in lines),
+            "idle_real_reconnects_counted": sum("disconnected:" in line for line in lines),
+            "idle_real_tcp_connections": tap.connections, "idle_real_frames": dict(tap.frames),
+            "idle_real_closes": [vars(close) for close in tap.closes],
+            "idle_real_turn": ended.split("conversation: ", 1)[1][:60],
+            "idle_real_heard": after("heard: "), "idle_real_reply": after("reply: ")[:3],
+            "idle_real_log": str(log_path)}  # fmt: skip
+
+
 async def audio_losses(count: int = 20) -> dict[str, Any]:
     """Kill the sound server under the daemon `count` times; the microphone must come back each time."""
     from tests.daemon_process import DaemonProcess
@@ -280,12 +475,19 @@ async def _all(only: set[str]) -> dict[str, Any]:
         figures.update(await audio_losses())
     if not only or "serial" in only:
         figures.update(await serial_unplugs())
+    # the long runs only when named
+    if "soak" in only:
+        figures.update(await soak(SOAK_TURNS))
+    if "soak_mmap" in only:
+        figures.update(await soak(SOAK_TURNS, env=MMAP_THRESHOLD, key="soak_mmap"))
+    if "idle_real" in only:
+        figures.update(await idle_real())
     return figures
 
 
 def main() -> None:
     os.environ.setdefault("STATE_DIRECTORY", tempfile.mkdtemp(prefix="companion-faults-"))
-    only = set(sys.argv[1:])  # e.g. `python -m bench.faults audio restarts`; none: all of them
+    only = set(sys.argv[1:])  # e.g. `python -m bench.faults audio restarts`; none: all but the long runs
     json.dump(asyncio.run(_all(only)), sys.stdout, indent=2)
     print()
 

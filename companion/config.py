@@ -96,6 +96,7 @@ class AudioSettings:
 
     input: str = setting("default", "microphone: a sound device name or index, a .wav path, or 'bridge'")
     output: str = setting("default", "speaker: a sound device name or index, or a .wav path to write")
+    input_loop: bool = setting(False, "a .wav input is played again and again instead of once (soak tests)")
     device_rate: int = setting(
         0,
         "sample rate to open the devices at; 0 = the pipeline rate if the device takes it, else its default",

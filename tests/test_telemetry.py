@@ -277,6 +277,50 @@ def test_dropped_audio_is_exported_as_running_totals_read_at_each_scrape() -> No
         exporter.close()
 
 
+async def test_asyncio_tasks_alive_are_counted_on_the_loop_at_each_scrape() -> None:
+    exporter = MetricsExporter(0)
+    exporter.watch_tasks(asyncio.get_running_loop())
+    exporter.start()
+
+    async def scrape() -> float | None:
+        url = f"http://127.0.0.1:{exporter.port}/metrics"
+        async with httpx.AsyncClient() as client:  # the loop keeps turning: it does the counting
+            text = (await client.get(url, timeout=5)).text
+        values = [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "companion_asyncio_tasks"
+        ]
+        return values[0] if values else None
+
+    try:
+        before = await scrape()
+        assert before is not None and before >= 1  # this test's own task at least
+        parked = [asyncio.create_task(asyncio.Event().wait()) for _ in range(5)]
+        assert await scrape() == before + 5
+        for task in parked:
+            task.cancel()
+        await asyncio.gather(*parked, return_exceptions=True)
+        assert await scrape() == before
+    finally:
+        exporter.close()
+
+
+def test_a_loop_that_does_not_answer_leaves_the_task_gauge_out_of_the_scrape() -> None:
+    loop = asyncio.new_event_loop()  # never run: nothing will count its tasks
+    exporter = MetricsExporter(0)
+    exporter.watch_tasks(loop)
+    exporter.start()
+    try:
+        text = httpx.get(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5).text
+    finally:
+        exporter.close()
+        loop.close()
+    assert "companion_asyncio_tasks" not in text
+    assert "# TYPE companion_turns_total counter" in text  # the rest is still served
+
+
 def test_metrics_are_off_by_default_and_records_go_to_the_state_directory(tmp_path: Path) -> None:
     defaults = settings_from_mapping({}).telemetry
     assert defaults.prometheus_port == 0

@@ -27,7 +27,7 @@ from companion.events import (
     Transcript,
 )
 from tests.peers.tcp_blackhole import BlackholeProxy
-from tests.peers.xiaozhi_echo import EchoPeer
+from tests.peers.xiaozhi_echo import EchoPeer, Variant
 from tests.peers.xiaozhi_scripted import ScriptedServer
 from tests.xiaozhi_harness import IDENTITY, BackendHarness, fast_settings, opus_frames, speech_pcm
 
@@ -431,3 +431,33 @@ async def test_a_planned_reconnect_waits_until_the_device_has_finished_playing()
             playing[0] = False  # the reply has played out
             await h.wait_for(lambda: hellos() >= 2, 10)
         assert "configuration was updated" in h.of(Disconnected)[0].reason
+
+
+async def test_an_idle_channel_the_server_retires_is_reopened_without_a_disconnect() -> None:
+    """xiaozhi-esp32-server closes (code 1000) a connection with no speech for 180 s: the device was
+    idle and nothing failed, so the channel comes back at once and nobody hears of it."""
+    async with (
+        EchoPeer(variant=Variant(idle_close_s=5.5)) as server,
+        BackendHarness(fast_settings(server.websocket_url), busy=lambda: False) as h,
+    ):
+        await h.wait_connected()
+        await server.wait_until(lambda: len(server.records) == 2 and server.records[0].closed, 15)
+        await h.wait_for(lambda: h.count(Connected) == 2)
+        assert h.count(Disconnected) == 0 and h.backend.connected
+        await h.manual_turn(SHORT)  # the new channel talks
+
+
+async def test_a_normal_close_soon_after_connecting_or_mid_turn_is_still_a_disconnect() -> None:
+    """Only a channel that was up for a while and idle is retired: a server that closes at once
+    refuses us, and a close mid-turn ends the turn, and both must be heard about."""
+    async with (
+        EchoPeer(variant=Variant(idle_close_s=1.0)) as server,
+        BackendHarness(fast_settings(server.websocket_url), busy=lambda: False) as h,
+    ):
+        await h.wait_count(Disconnected, 1, timeout=10)
+    assert "server closed the connection (code 1000)" in h.of(Disconnected)[0].reason
+    async with (
+        EchoPeer(variant=Variant(idle_close_s=5.5)) as server,
+        BackendHarness(fast_settings(server.websocket_url), busy=lambda: True) as busy,
+    ):
+        await busy.wait_count(Disconnected, 1, timeout=15)

@@ -35,3 +35,21 @@ def close_reason(exc: ConnectionClosed, max_message: int) -> str:
             return known.format(limit=f"{max_message // 1024} KiB")
         return f"we closed the connection (code {exc.sent.code})"
     return "the connection dropped without a close frame (server gone or network lost)"
+
+
+# A channel that stayed up this long and then was closed normally while the device was idle was retired
+# by the server, not refused: shorter-lived ones are failures the user must hear about.
+RETIRED_AFTER_S = 5.0
+
+
+def retired_idle(exc: ConnectionClosed, ready_for_s: float, busy: bool) -> bool:
+    """True when the server closed a healthy, idle channel with a normal close (code 1000), as
+    xiaozhi-esp32-server does 180 s after the last speech: a reconnect is due, not an outage."""
+    received = exc.rcvd
+    return (
+        not busy
+        and ready_for_s >= RETIRED_AFTER_S
+        and received is not None
+        and received.code == 1000
+        and (exc.sent is None or bool(exc.rcvd_then_sent))
+    )

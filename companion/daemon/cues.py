@@ -6,6 +6,7 @@ never block the loop; a reply that starts interrupts them.
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 from ..events import DeviceState
 from . import prompts
@@ -14,6 +15,7 @@ from .conversation import Conversation
 log = logging.getLogger(__name__)
 
 S = DeviceState
+PLAYED_KEPT = 100
 
 
 class Cues:
@@ -24,7 +26,7 @@ class Cues:
         self.language = language
         self.enabled = enabled
         self._was_connected = False
-        self.played: list[str] = []
+        self.played: deque[str] = deque(maxlen=PLAYED_KEPT)  # the latest: a daemon runs for months
 
     def on_state(self, old: DeviceState, new: DeviceState) -> None:
         """The state-listener hook."""
@@ -60,5 +62,6 @@ class Cues:
 
     def _play(self, key: str, spoken: bool = False) -> None:
         pcm = prompts.spoken(key, self.language) if spoken else prompts.earcon(key)
+        log.debug("cue: %s", key)
         self.played.append(key)
         self.conversation.playback.play_cue(pcm, prompts.RATE)

@@ -56,7 +56,7 @@ def build_source(settings: Settings) -> AudioSource:
             raise ConfigError(f"{settings.source}: audio.input: 'bridge' needs [bridge] port to be set")
         return QueueSource()
     if is_wav_path(spec):
-        return WavSource(spec)
+        return WavSource(spec, loop_file=settings.audio.input_loop)
     # Voice barge-in needs speech onsets noticed fast; otherwise fewer, longer blocks save idle CPU.
     block_ms = 20 if settings.audio.echo in ("headset", "aec") else 60
     return DeviceCapture(
@@ -315,6 +315,7 @@ class Runtime:
                 log.error("telemetry is off: %s", exc)
             if self.telemetry is not None and self.telemetry.exporter is not None:
                 self.telemetry.exporter.watch_drops(self.audio_drops)
+                self.telemetry.exporter.watch_tasks(asyncio.get_running_loop())
         signals = None
         if self.options.service:
             signals = SignalHandlers(

@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import itertools
 import json
+import logging
 import time
 import uuid
 from collections import deque
@@ -37,6 +38,8 @@ from companion.fieldtest.echo_server import (
 from companion.protocols.xiaozhi import framing, messages
 from companion.protocols.xiaozhi.messages import AudioParams, MessageError
 
+log = logging.getLogger(__name__)
+
 KEEP_FRAMES = 500
 KEEP_RECORDS = 200
 DUPLICATE_STOP_S = 0.43  # xiaozhi-esp32-server's second `tts stop` after an abort
@@ -55,6 +58,7 @@ class Variant:
     auth: str = ""  # "" | "token" (plain-text 认证失败 then close) | "http" (HTTP 401 on the upgrade)
     mcp_tools_list_delay_s: float = 0.0  # xiaozhi-esp32-server asks tools/list 1 s after initialize
     late_stop_s: float = 0.0  # xiaozhi-esp32-server: `tts stop` ~0.42 s after the client's playback ends
+    idle_close_s: float = 0.0  # xiaozhi-esp32-server closes (1000) 180 s after the last audio/listen/reply
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -64,6 +68,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "duplicate_stop": True,
         "mcp_tools_list_delay_s": 1.0,
         "late_stop_s": 0.42,
+        "idle_close_s": 180.0,
     },
     "duplicate-stop": {"duplicate_stop": True},
     "non-json": {"non_json": True},
@@ -217,13 +222,17 @@ class PeerConnection(EchoConnection):
         self.notified = False
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.mcp_ids = itertools.count(3)
+        self.last_activity = time.monotonic()  # audio or `listen` received, reply audio sent
 
     async def run(self) -> None:
         self.server.records.append(self)
         await self.server.changed()
+        idle = asyncio.create_task(self._close_when_idle()) if self.variant.idle_close_s else None
         try:
             await super().run()
         finally:
+            if idle is not None:
+                idle.cancel()
             self.closed = True
             for future in self.pending.values():
                 future.cancel()
@@ -284,10 +293,25 @@ class PeerConnection(EchoConnection):
         finally:
             self.pending.pop(ident, None)
 
+    async def _close_when_idle(self) -> None:
+        """As xiaozhi-esp32-server's timeout check: a normal close (1000) once nothing happened a while."""
+        limit = self.variant.idle_close_s
+        while True:
+            await asyncio.sleep(0.05)
+            if not self.speaking and time.monotonic() - self.last_activity > limit:
+                log.info("closing the connection: idle for %g s", limit)
+                await self.ws.close()
+                return
+
+    async def on_listen(self, msg: dict[str, Any]) -> None:
+        self.last_activity = time.monotonic()
+        await super().on_listen(msg)
+
     async def on_binary(self, data: bytes) -> None:
         if self.hello_done:
             with contextlib.suppress(framing.FrameError):
                 framing.decode(self.version, data)
+                self.last_activity = time.monotonic()
                 self.uplink_packets += 1
                 if self.speaking:
                     self.uplink_while_speaking += 1
@@ -306,7 +330,9 @@ class PeerConnection(EchoConnection):
                 await self.send("notify", event="config_updated")
 
     async def speak(self, pcm: bytes) -> None:
+        self.last_activity = time.monotonic()
         await super().speak(pcm)
+        self.last_activity = time.monotonic()  # the reply's audio went out until now
         await asyncio.sleep(self.variant.late_stop_s)
 
     async def send_stop(self, aborted: bool) -> None:

@@ -41,8 +41,8 @@ from ...protocols.xiaozhi.session import (
 )
 from ...service.logsetup import log_frame, register_secret
 from ...service.notify import XIAOZHI_TOKEN, read_secret
-from ..reconnect import AuthFailed, ChannelLost
-from ..websocket_errors import close_reason, upgrade_failure
+from ..reconnect import AuthFailed, ChannelLost, Down
+from ..websocket_errors import close_reason, retired_idle, upgrade_failure
 from ..websocket_io import close_quietly, send_frame
 from . import ota
 from .identity import Identity
@@ -155,6 +155,8 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
         self._init_id: int | None = None
         self._auth_failed = False
         self._planned_reconnect = False
+        self._retired = False  # the server retired the idle channel: reopen it without a Disconnected
+        self._ready_at = 0.0
         self._last_activity = 0.0
 
     # ------------------------------------------------------------------ Backend interface
@@ -171,6 +173,12 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
     def _take_planned(self) -> bool:
         planned, self._planned_reconnect = self._planned_reconnect, False
         return planned
+
+    def _on_down(self, down: Down) -> None:
+        if self._retired:  # the device stays idle, with no offline cue, while the channel reopens
+            self._retired = False
+            return
+        super()._on_down(down)
 
     def _describe(self, exc: Exception) -> str:
         if isinstance(exc, websockets.exceptions.WebSocketException) and find_verify_error(exc) is None:
@@ -330,7 +338,11 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
             await self._drain(ws, session, loop.time())
             if self._auth_failed:
                 raise AuthFailed(f"{endpoint.url} refused our credentials (认证失败)") from None
-            raise ChannelLost(close_reason(exc, MAX_MESSAGE_BYTES)) from None
+            reason = close_reason(exc, MAX_MESSAGE_BYTES)
+            if self._ready and retired_idle(exc, time.monotonic() - self._ready_at, self._busy()):
+                self._planned_reconnect = self._retired = True
+                return f"{reason} while idle; reopening it"
+            raise ChannelLost(reason) from None
 
     async def _probe(self, ws: ClientConnection, pongs: list[float]) -> None:
         """Send a ping; its pong, when it comes, counts as hearing from the server."""
@@ -378,7 +390,7 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
         if self._ready or self.session is None or not self.session.is_open:
             return
         self._ready = True
-        self._last_activity = time.monotonic()
+        self._ready_at = self._last_activity = time.monotonic()
         log.debug("channel ready (%s)", why)
         self._sink(Connected(self.session.session_id))
 
