@@ -33,9 +33,10 @@ ECHO_HOLD_S = 0.5  # echo keeps arriving this long after the speaker fell silent
 IDLE_S = 2.0  # far end silent this long: the canceller rests and the microphone passes as it is
 # A frame the canceller took this much out of is what is left of the reply's echo, not the user:
 # the user's voice passes the canceller nearly whole (a few dB in double talk).
-RESIDUE_DROP_DB = 15.0
-RESIDUE_FLOOR_DBFS = -55.0  # while the device speaks, quieter frames than this are silenced as well
+RESIDUE_DROP_DB = 10.0
+RESIDUE_FLOOR_DBFS = -45.0  # while the device speaks, quieter frames than this are silenced as well
 ENGINE_MODULE = "pywebrtc_audio"
+REOPEN_S = 0.3  # the speaker's timeline jumped ahead this far: it was closed and opened again
 # The microphone's timeline is followed by reading the far end a few samples ahead or behind per
 # block (inaudible to AEC3); a jump larger than RESYNC is taken at once.
 SLEW = 4
@@ -55,13 +56,15 @@ class FarEnd:
         self._written = 0  # callback thread
         self._read = 0  # loop
         self._clock = StreamClock(rate)
-        # (position, time) where the speaker's timeline jumped (a reply opened the output again)
-        self._anchors: collections.deque[tuple[int, float]] = collections.deque(maxlen=256)
-        self._segment: tuple[int, float] | None = None
+        # (position, time, reopened) where the speaker's timeline jumped: the output was opened again
+        # for a reply (reopened), or it ran dry for a moment under load
+        self._anchors: collections.deque[tuple[int, float, bool]] = collections.deque(maxlen=256)
+        self._segment: tuple[int, float, bool] | None = None
         self._next: int | None = None  # 16 kHz index of the next resampled sample
         self._resampler = MonoResampler(rate, RATE)
         self._chunks: collections.deque[tuple[int, np.ndarray]] = collections.deque()
         self.lost = 0  # times the loop fell a whole ring behind
+        self.segments = 0  # times the speaker was opened (for each reply, each cue)
 
     # ------------------------------------------------------------------ the output callback's side
     def played(self, samples: np.ndarray, dac_time: float) -> None:
@@ -73,8 +76,13 @@ class FarEnd:
         ring[start : start + first] = samples[:first]
         if n > first:
             ring[: n - first] = samples[first:]
-        if self._clock.mark(self._written, dac_time):
-            self._anchors.append((self._written, dac_time))
+        before = self._clock.time_of(self._written)
+        moved = self._clock.mark(self._written, dac_time)
+        if moved is not None:
+            position, when = moved
+            expected = None if before is None else before - (self._written - position) / self.rate
+            reopened = expected is None or when - expected > REOPEN_S
+            self._anchors.append((position, when, reopened))
         self._written += n
 
     # ------------------------------------------------------------------ the loop's side
@@ -109,7 +117,7 @@ class FarEnd:
             if self._anchors and self._anchors[0][0] < end:
                 end = self._anchors[0][0]
             if self._next is None and self._segment is not None:
-                position, when = self._segment
+                position, when, _ = self._segment
                 self._next = round((when + (self._read - position) / self.rate) * RATE)
             lo = self._read % len(ring)
             count = end - self._read
@@ -119,11 +127,13 @@ class FarEnd:
             self._read = end
             self._append(self._resampler.process(piece))
 
-    def _start_segment(self, anchor: tuple[int, float]) -> None:
+    def _start_segment(self, anchor: tuple[int, float, bool]) -> None:
         self._append(self._resampler.process(np.zeros(0, dtype=np.int16), last=True))
         self._resampler.clear()
         self._segment = anchor
         self._next = None
+        if anchor[2]:
+            self.segments += 1
 
     def _append(self, samples: np.ndarray) -> None:
         if self._next is None or not len(samples):
@@ -145,12 +155,14 @@ class EchoCanceller:
         self._aec: Any = engine.EchoCanceller(sample_rate=RATE, num_channels=1)
         self.far = far
         self._pending = np.zeros(0, dtype=np.int16)
+        self._segments = 0
         self._far_next: int | None = None  # 16 kHz index of the far-end sample paired with the next frame
         self._far_heard = -1e9  # monotonic time of the last audible far-end frame
         self._floor = 32768 * 10 ** (RESIDUE_FLOOR_DBFS / 20)
         self._drop = 10 ** (-RESIDUE_DROP_DB / 20)
         self.frames = 0  # 10 ms frames cancelled
         self.silenced = 0  # of those, frames silenced as echo residue
+        self.resets = 0
 
     def process(self, block: bytes, captured_at: float | None = None) -> bytes:
         """The block with the echo removed; `captured_at` is when its first sample met the ADC
@@ -172,6 +184,12 @@ class EchoCanceller:
             self._far_next += max(-SLEW, min(SLEW, wanted - self._far_next))
         far = self.far.take(self._far_next, whole)
         self._far_next += whole
+        if self.far.segments != self._segments:
+            # The speaker was opened anew, so the delay from it to the microphone changed; AEC3 holds
+            # on to the delay it found and follows a shorter one slowly, but finds a new one at once.
+            self._segments = self.far.segments
+            self._aec.reset()
+            self.resets += 1
         far_rms = _rms(far.reshape(-1, FRAME))
         now = first_at + whole / RATE
         audible = np.nonzero(far_rms > FAR_AUDIBLE)[0]

@@ -100,6 +100,7 @@ class PulseServer:
         module = int(self.pactl(
             "load-module", "module-loopback", "source=spk.monitor", "sink=micsink",
             f"latency_msec={delay_ms}", "source_dont_move=true", "sink_dont_move=true", "remix=false",
+            "adjust_time=0",  # no rate adjustment: the echo keeps its delay, as a room's does
         ).strip())  # fmt: skip
         inputs = json.loads(self.pactl("--format=json", "list", "sink-inputs"))
         mine = [i["index"] for i in inputs if str(i.get("owner_module")) == str(module)]
