@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import barge_in, bench_bridge, bench_espai, bench_playout, daemon, pipeline, playback
+from . import barge_in, bench_aec, bench_bridge, bench_espai, bench_playout, daemon, pipeline, playback
 
 
 def main() -> None:
@@ -19,6 +19,7 @@ def main() -> None:
     figures.update(barge_in.measure())
     figures.update(bench_playout.measure())
     figures.update(bench_espai.measure())
+    figures.update(bench_aec.measure())
     json.dump(figures, sys.stdout, indent=2)
     print()
 

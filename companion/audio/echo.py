@@ -150,8 +150,10 @@ def _rms(frames: np.ndarray) -> np.ndarray:
 class EchoCanceller:
     """Removes the speaker's sound from microphone blocks (16 kHz mono s16le), block by block."""
 
-    def __init__(self, far: FarEnd) -> None:
+    def __init__(self, far: FarEnd, silence_residue: bool = True) -> None:
+        """`silence_residue=False` gives AEC3's output as it is (to measure the canceller alone)."""
         engine = importlib.import_module(ENGINE_MODULE)
+        self.silence_residue = silence_residue
         self._aec: Any = engine.EchoCanceller(sample_rate=RATE, num_channels=1)
         self.far = far
         self._pending = np.zeros(0, dtype=np.int16)
@@ -199,7 +201,7 @@ class EchoCanceller:
             return near.tobytes()  # nothing played for a while: nothing to cancel
         out = self._aec.process(near, far)
         self.frames += len(far_rms)
-        if now - self._far_heard <= ECHO_HOLD_S:
+        if self.silence_residue and now - self._far_heard <= ECHO_HOLD_S:
             out = self._silence_residue(near, out)
         return np.asarray(out, dtype=np.int16).tobytes()
 
