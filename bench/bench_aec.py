@@ -18,6 +18,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,15 @@ async def _erle(pulse: Any, replies: int = 4) -> dict[str, Any]:
     assert canceller is not None
     alone = echo.EchoCanceller(canceller.far, silence_residue=False)  # the same reference, read twice
     raw, out, linear = bytearray(), bytearray(), bytearray()
+    cpu = [0.0, 0]  # seconds of CPU in the canceller, blocks
 
     async def listen() -> None:
         async for block in capture.blocks():
             raw.extend(block)
+            started = time.thread_time()
             out.extend(canceller.process(block, capture.block_time))
+            cpu[0] += time.thread_time() - started
+            cpu[1] += 1
             linear.extend(alone.process(block, capture.block_time))
 
     task = asyncio.create_task(listen())
@@ -80,6 +85,7 @@ async def _erle(pulse: Any, replies: int = 4) -> dict[str, Any]:
     return {
         "aec_erle_db": _energy_db(r, np.frombuffer(bytes(out), dtype=np.int16)[:n]),
         "aec_erle_aec3_db": _energy_db(r, np.frombuffer(bytes(linear), dtype=np.int16)[:n]),
+        "aec_cpu_us_per_20ms_block": round(cpu[0] / max(1, cpu[1]) * 1e6, 1),
     }
 
 
