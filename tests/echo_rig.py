@@ -102,7 +102,12 @@ class EchoRig:
 
 @contextlib.asynccontextmanager
 async def speaker_build(
-    pulse: PulseServer, state_dir: Path, echo: str = "aec", delay_ms: int = 100, gain_db: float = -6.0
+    pulse: PulseServer,
+    state_dir: Path,
+    echo: str = "aec",
+    delay_ms: int = 100,
+    gain_db: float = -6.0,
+    extra: tuple[str, ...] = (),
 ) -> AsyncIterator[EchoRig]:
     """The daemon running with `audio.echo = echo` while its speaker is heard by its microphone."""
     async with EchoServer(port=0) as server:
@@ -111,7 +116,7 @@ async def speaker_build(
                 "run", "--input", "default", "--output", "default", "--set", f"audio.echo={echo}",
                 "--set", f'xiaozhi.websocket_url="{server.websocket_url}"', "--set", "xiaozhi.settle_ms=200",
                 "--set", "xiaozhi.listen_mode=manual", "--set", "telemetry.enabled=false",
-                state_dir=state_dir,
+                *extra, state_dir=state_dir,
             ).start()  # fmt: skip
             try:
                 await daemon.wait_for_line("→ idle", 30)

@@ -64,7 +64,7 @@ class FarEnd:
         self._resampler = MonoResampler(rate, RATE)
         self._chunks: collections.deque[tuple[int, np.ndarray]] = collections.deque()
         self.lost = 0  # times the loop fell a whole ring behind
-        self.segments = 0  # times the speaker was opened (for each reply, each cue)
+        self.segments = 0  # jumps of the speaker's timeline: opened for a reply or a cue, or ran dry
 
     # ------------------------------------------------------------------ the output callback's side
     def played(self, samples: np.ndarray, dac_time: float) -> None:
@@ -132,8 +132,9 @@ class FarEnd:
         self._resampler.clear()
         self._segment = anchor
         self._next = None
-        if anchor[2]:
-            self.segments += 1
+        self.segments += 1
+        if not anchor[2]:
+            log.debug("echo: the speaker's timeline jumped (it ran dry)")
 
     def _append(self, samples: np.ndarray) -> None:
         if self._next is None or not len(samples):
@@ -181,17 +182,20 @@ class EchoCanceller:
         near = near[:whole]
         wanted = round(first_at * RATE)
         if self._far_next is None or abs(wanted - self._far_next) > RESYNC:
+            if self._far_next is not None:
+                log.debug("echo: the microphone's timeline jumped %+.0f ms", (wanted - self._far_next) / 16)
             self._far_next = wanted
         else:
             self._far_next += max(-SLEW, min(SLEW, wanted - self._far_next))
         far = self.far.take(self._far_next, whole)
         self._far_next += whole
         if self.far.segments != self._segments:
-            # The speaker was opened anew, so the delay from it to the microphone changed; AEC3 holds
-            # on to the delay it found and follows a shorter one slowly, but finds a new one at once.
+            # The speaker was opened anew (or ran dry), so the delay from it to the microphone changed;
+            # AEC3 holds on to the delay it found and follows a shorter one slowly, but finds one at once.
             self._segments = self.far.segments
             self._aec.reset()
             self.resets += 1
+            log.debug("echo: the speaker's timeline jumped; canceller reset")
         far_rms = _rms(far.reshape(-1, FRAME))
         now = first_at + whole / RATE
         audible = np.nonzero(far_rms > FAR_AUDIBLE)[0]
