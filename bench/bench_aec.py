@@ -95,7 +95,7 @@ def _voice(folder: Path) -> Path:
     if espeak is None:
         raise RuntimeError("espeak-ng is needed (apt-get install espeak-ng)")
     said, out = folder / "said.wav", folder / "voice.wav"
-    text = "Wait, stop please, I have another question"
+    text = "Please stop now"
     subprocess.run([espeak, "-v", "en+f3", "-s", "160", "-w", str(said), text], check=True)
     subprocess.run(["sox", str(said), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
     return out

@@ -62,6 +62,19 @@ class EchoRig:
             await asyncio.sleep(0.05)
         return True
 
+    async def settle(self, quiet_s: float = 2.0, timeout: float = 30.0) -> None:
+        """Wait until the device is idle and has started no reply for `quiet_s` (the barge-in turn's
+        own reply has played out)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = len(self.daemon.lines)
+            await asyncio.sleep(quiet_s)
+            fresh = self.daemon.lines[lines:]
+            if not any("→ speaking" in line or "→ listening" in line for line in fresh):
+                last = [line for line in self.daemon.lines if "state:" in line][-1:]
+                if last and last[0].endswith("→ idle"):
+                    return
+
     async def say(self, wav: Path) -> None:
         """The user says `wav` and the device starts speaking its reply."""
         speaking = self.lines_with("→ speaking")
@@ -93,10 +106,7 @@ class EchoRig:
             await asyncio.sleep(0.01)
         await asyncio.to_thread(player.wait, 15)
         times = abort_times(self.server)
-        # the barge-in turn gets its own reply: let it play out before the next try
-        idle = self.lines_with("→ idle")
-        await self.wait_lines("→ idle", idle, 20)
-        await asyncio.sleep(1.0)
+        await self.settle()
         return times[seen] - onset if len(times) > seen else None
 
 

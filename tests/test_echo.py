@@ -78,7 +78,7 @@ def test_aec3_removes_a_delayed_echo_of_speech_by_more_than_20_db() -> None:
 @pytest.fixture
 def voice(espeak: str, tmp_path: Path) -> Path:
     """The user interrupting, in another voice than the reply's."""
-    return make_speech(espeak, "Wait, stop please, I have another question", tmp_path / "voice.wav")
+    return make_speech(espeak, "Please stop now", tmp_path / "voice.wav")
 
 
 @pytest.mark.audio
