@@ -159,7 +159,6 @@ class EchoCanceller:
         self.far = far
         self._pending = np.zeros(0, dtype=np.int16)
         self._segments = 0
-        self._resting = False
         self._far_next: int | None = None  # 16 kHz index of the far-end sample paired with the next frame
         self._far_heard = -1e9  # monotonic time of the last audible far-end frame
         self._floor = 32768 * 10 ** (RESIDUE_FLOOR_DBFS / 20)
@@ -203,12 +202,9 @@ class EchoCanceller:
         if len(audible):
             self._far_heard = first_at + (audible[-1] + 1) * FRAME / RATE
         if now - self._far_heard > IDLE_S:
-            self._resting = True
-            return near.tobytes()  # nothing played for a while: nothing to cancel
-        if self._resting:  # what AEC3 last saw is seconds old: start afresh, it converges at once
-            self._resting = False
-            self._aec.reset()
-            self.resets += 1
+            # Nothing played for a while: nothing to cancel. AEC3 keeps what it learnt (a reset here
+            # made it leak the start of every reply played on the same open output).
+            return near.tobytes()
         out = self._aec.process(near, far)
         self.frames += len(far_rms)
         if self.silence_residue and now - self._far_heard <= ECHO_HOLD_S:
