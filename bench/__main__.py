@@ -5,7 +5,17 @@ from __future__ import annotations
 import json
 import sys
 
-from . import barge_in, bench_bridge, bench_espai, bench_playout, bench_wake, daemon, pipeline, playback
+from . import (
+    barge_in,
+    bench_aec,
+    bench_bridge,
+    bench_espai,
+    bench_playout,
+    bench_wake,
+    daemon,
+    pipeline,
+    playback,
+)
 
 
 def main() -> None:
@@ -20,6 +30,7 @@ def main() -> None:
     figures.update(bench_playout.measure())
     figures.update(bench_espai.measure())
     figures.update(bench_wake.measure())
+    figures.update(bench_aec.measure())
     json.dump(figures, sys.stdout, indent=2)
     print()
 

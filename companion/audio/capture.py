@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import AudioDeviceError
 from .portaudio import find_device, negotiate, sounddevice
 from .resample import MonoResampler
+from .stream_clock import StreamClock, converter_time
 
 RATE = 16000
 BLOCK_MS = 60
@@ -73,10 +74,13 @@ class DeviceCapture:
         self.last_callback = time.monotonic()
         self._stream: Any = None
         self._closed = False
+        self.clock = StreamClock(self.rate)  # when each captured sample met the ADC (for echo cancelling)
+        self.block_time: float | None = None  # that time for the first sample of the block just yielded
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         if status and status.input_overflow:
             self.device_overflows += 1
+        self.clock.mark(self._written, converter_time(time_info, "inputBufferAdcTime", -frames / self.rate))
         ring = self._ring
         start = self._written % len(ring)
         first = min(frames, len(ring) - start)
@@ -126,6 +130,7 @@ class DeviceCapture:
                 start = self._read % len(ring)
                 n = min(written - self._read, len(ring) - start)
                 chunk = ring[start : start + n]
+                self.block_time = self.clock.time_of(self._read)
                 self._read += n
                 out = self._resampler.process(chunk if self._pick is None else chunk[:, self._pick])
                 if len(out):

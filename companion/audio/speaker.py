@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from ..errors import AudioDeviceError, ConfigError
 from .jitter import JitterBuffer
 from .portaudio import find_device, negotiate, sounddevice
 from .resample import MonoResampler
+from .stream_clock import converter_time
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,8 @@ class DeviceSpeaker(_SinkBase):
         self._stream: Any = None
         self._block = out_rate * BLOCK_MS // 1000
         self.device_underflows = 0  # callbacks PortAudio flagged: the device ran dry (a click)
+        # the echo canceller's reference: every block played, with the time it reaches the DAC
+        self.echo_tap: Callable[[np.ndarray, float], None] | None = None
 
     def _open(self) -> None:
         if self._stream is not None:
@@ -177,6 +181,9 @@ class DeviceSpeaker(_SinkBase):
         self.buffer.pull(outdata[:, 0])
         if self._channels > 1:
             outdata[:, 1:] = outdata[:, :1]
+        tap = self.echo_tap
+        if tap is not None:
+            tap(outdata[:, 0], converter_time(time_info, "outputBufferDacTime", OUTPUT_LATENCY_S))
 
     async def close(self) -> None:
         """Close the output stream (idle: no callback runs)."""

@@ -146,6 +146,19 @@ async def check_output(settings: Settings) -> CheckResult:
     return CheckResult("speaker", Status.PASS, f"played a 0.4 s test tone on {spec!r}")
 
 
+def check_echo(settings: Settings) -> CheckResult:
+    """Which echo mode the device runs in, and why: a speaker build without a working canceller keeps
+    the microphone closed while it speaks."""
+    from ..audio.echo import echo_path
+
+    path = echo_path(settings)
+    if path.fell_back:
+        return CheckResult(
+            "echo", Status.WARN, path.reason, "see docs/echo.md; or set audio.echo = 'none' to say so"
+        )
+    return CheckResult("echo", Status.PASS, path.reason)
+
+
 async def check_bridge(settings: Settings, timeout: float = 3.0) -> CheckResult:
     """The ESP32 serial bridge answers HELLO."""
     if not settings.bridge.port:
@@ -338,6 +351,7 @@ async def run_checks(
     if settings is not None:
         add(await check_input(settings))
         add(await check_output(settings))
+        add(check_echo(settings))
         add(await check_bridge(settings))
         for result in await check_server(settings):
             add(result)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..audio.capture import AudioSource, DeviceCapture, QueueSource, WavSource
+from ..audio.echo import EchoCanceller, attach_canceller, echo_path
 from ..audio.endpointer import Endpointer
 from ..audio.speaker import AudioSink, DeviceSpeaker, WavSpeaker
 from ..config import Settings
@@ -165,6 +167,7 @@ class Runtime:
         self.notifier = Notifier()
         self.indicator: Indicator = NullIndicator()
         self.wake: WakeTrigger | None = None  # with backend.trigger = "wake_word"
+        self.echo: EchoCanceller | None = None  # audio.echo = "aec": the microphone's echo canceller
 
     def stop(self, code: int = 0) -> None:
         """Ask the run to finish (SIGTERM, --turns reached)."""
@@ -275,11 +278,14 @@ class Runtime:
             busy=lambda: self.conversation is not None and self.conversation.busy,
         )
         endpointer = Endpointer(settings.vad.effective(settings.audio.echo), emit_quiet=True)
+        path = echo_path(settings)
+        (log.warning if path.fell_back else log.info)("echo: %s", path.reason)
+        self.echo = attach_canceller(path, self.sink) if self.source is not None else None
         conv = Conversation(
             self.backend,
             self.sink,
             endpointer,
-            settings.audio,
+            dataclasses.replace(settings.audio, echo=path.mode),
             listen_mode=listen_mode_for(settings),
             trigger=settings.backend.trigger,
             clock=LoopClock(),
@@ -395,8 +401,10 @@ class Runtime:
                 first = False
                 assert self.supervisor is not None
                 self.supervisor.up("microphone")
+            if self.echo is not None:
+                block = self.echo.process(block, getattr(self.source, "block_time", None))
             if self.wake is not None:
-                self.wake.feed(block)
+                self.wake.feed(block)  # the wake word is listened for in what the canceller left
             self.conversation.on_audio(block)
 
     async def _console_button(self) -> None:

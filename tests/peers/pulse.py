@@ -1,12 +1,15 @@
 """A private PulseAudio server with null sinks: a real sound card for tests on a machine without one.
 
 `spk` is the speaker (recorded from spk.monitor); `mic` is a source remapped from the null sink
-`micsink`, into which tests play WAV files. Recipe and traps: shared/spec/test-rig.md.
+`micsink`, into which tests play WAV files (the user's voice). `speaker_heard_by_mic` adds an echo
+path, a speaker in a room: a loopback from spk.monitor into micsink with a fixed delay and
+attenuation. Recipe and traps: shared/spec/test-rig.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -83,6 +86,42 @@ class PulseServer:
              "--latency-msec=20", str(path)],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
+
+    def pactl(self, *args: str) -> str:
+        """Run pactl against this server; its output."""
+        done = subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10)
+        if done.returncode != 0:
+            raise RuntimeError(f"pactl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def add_echo(self, delay_ms: int = 100, gain_db: float = -6.0) -> int:
+        """Feed everything the speaker plays back into the microphone `delay_ms` later, `gain_db`
+        quieter; returns the loopback's module index (for `remove_echo`)."""
+        module = int(self.pactl(
+            "load-module", "module-loopback", "source=spk.monitor", "sink=micsink",
+            f"latency_msec={delay_ms}", "source_dont_move=true", "sink_dont_move=true", "remix=false",
+            "adjust_time=0",  # no rate adjustment: the echo keeps its delay, as a room's does
+        ).strip())  # fmt: skip
+        inputs = json.loads(self.pactl("--format=json", "list", "sink-inputs"))
+        mine = [i["index"] for i in inputs if str(i.get("owner_module")) == str(module)]
+        if not mine:
+            self.remove_echo(module)
+            raise RuntimeError("the loopback made no stream into micsink")
+        self.pactl("set-sink-input-volume", str(mine[0]), f"{gain_db}dB")
+        return module
+
+    def remove_echo(self, module: int) -> None:
+        """Take the echo path away again."""
+        self.pactl("unload-module", str(module))
+
+    @contextlib.contextmanager
+    def speaker_heard_by_mic(self, delay_ms: int = 100, gain_db: float = -6.0) -> Iterator[int]:
+        """An echo path for the duration of the block (see `add_echo`)."""
+        module = self.add_echo(delay_ms, gain_db)
+        try:
+            yield module
+        finally:
+            self.remove_echo(module)
 
     def crash(self) -> None:
         """Kill the server as a crash would (SIGKILL), keeping its address: `start()` brings it back."""

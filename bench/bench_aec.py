@@ -1,0 +1,138 @@
+"""Echo cancellation on a speaker build (audio.echo = "aec"), on the test PulseAudio with an echo path:
+the speaker's output comes back into the microphone 100 ms later, 6 dB quieter.
+
+- `aec_erle_db`: echo return loss enhancement on echo-only audio, in-process (speaker, microphone and
+  canceller as the daemon wires them): energy of the raw microphone over the energy of what the voice
+  detector is given, over the 10 ms frames that carry echo, for 4 replies with the speaker reopened
+  for each. `aec_erle_aec3_db` is the canceller alone, before echo residue is silenced.
+- `aec_self_triggers`: replies (of `replies`, mic open) that started a barge-in or a turn by themselves.
+- `aec_barge_in_rate` / `aec_barge_in_latency_ms`: the user's voice (espeak-ng) mixed in 0.6 s into a
+  reply: how many of `tries` interrupted it, and voice onset → `abort` at the server (p50 / p95 / max;
+  includes paplay's start-up, so it over-estimates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ASSET = Path(__file__).resolve().parent.parent / "companion" / "assets" / "demo_hello.wav"
+DELAY_MS = 100
+GAIN_DB = -6.0
+ECHO_FRAME_RMS = 100.0  # a 10 ms frame of the raw microphone louder than this carries echo
+
+
+def _energy_db(raw: np.ndarray, out: np.ndarray) -> float:
+    frames = len(raw) // 160
+    r = raw[: frames * 160].astype(np.float64).reshape(-1, 160)
+    o = out[: frames * 160].astype(np.float64).reshape(-1, 160)
+    echo = np.sqrt(np.mean(r**2, axis=1)) > ECHO_FRAME_RMS
+    return round(float(10 * np.log10(np.sum(r[echo] ** 2) / max(1.0, np.sum(o[echo] ** 2)))), 1)
+
+
+async def _erle(pulse: Any, replies: int = 4) -> dict[str, Any]:
+    from companion.audio import echo
+    from companion.audio.capture import DeviceCapture
+    from companion.audio.resample import MonoResampler
+    from companion.audio.speaker import DeviceSpeaker
+
+    with wave.open(str(ASSET)) as wav:
+        speech = wav.readframes(wav.getnframes())
+    sink = DeviceSpeaker("default", 24000, 120)
+    capture = DeviceCapture("default", block_ms=20)
+    canceller = echo.attach_canceller(echo.EchoPath("aec", "aec", ""), sink)
+    assert canceller is not None
+    alone = echo.EchoCanceller(canceller.far, silence_residue=False)  # the same reference, read twice
+    raw, out, linear = bytearray(), bytearray(), bytearray()
+    cpu = [0.0, 0]  # seconds of CPU in the canceller, blocks
+
+    async def listen() -> None:
+        async for block in capture.blocks():
+            raw.extend(block)
+            started = time.thread_time()
+            out.extend(canceller.process(block, capture.block_time))
+            cpu[0] += time.thread_time() - started
+            cpu[1] += 1
+            linear.extend(alone.process(block, capture.block_time))
+
+    task = asyncio.create_task(listen())
+    reply = MonoResampler(16000, 24000).process_bytes(speech, last=True)
+    try:
+        with pulse.speaker_heard_by_mic(DELAY_MS, GAIN_DB):
+            await asyncio.sleep(1.0)
+            for _ in range(replies):
+                sink.begin()
+                await sink.write(reply)
+                sink.end()
+                await sink.wait_drained(10)
+                await sink.close()
+                await asyncio.sleep(2.0)
+    finally:
+        task.cancel()
+        await capture.close()
+        await sink.shutdown()
+    n = min(len(raw), len(out), len(linear)) // 2
+    r = np.frombuffer(bytes(raw), dtype=np.int16)[:n]
+    return {
+        "aec_erle_db": _energy_db(r, np.frombuffer(bytes(out), dtype=np.int16)[:n]),
+        "aec_erle_aec3_db": _energy_db(r, np.frombuffer(bytes(linear), dtype=np.int16)[:n]),
+        "aec_cpu_us_per_20ms_block": round(cpu[0] / max(1, cpu[1]) * 1e6, 1),
+    }
+
+
+def _voice(folder: Path) -> Path:
+    """The user's interruption, in another voice than the reply's."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        raise RuntimeError("espeak-ng is needed (apt-get install espeak-ng)")
+    said, out = folder / "said.wav", folder / "voice.wav"
+    text = "Please stop now"
+    subprocess.run([espeak, "-v", "en+f3", "-s", "160", "-w", str(said), text], check=True)
+    subprocess.run(["sox", str(said), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
+    return out
+
+
+async def _daemon(pulse: Any, replies: int, tries: int) -> dict[str, Any]:
+    from tests.echo_rig import speaker_build
+
+    with tempfile.TemporaryDirectory() as folder:
+        voice = _voice(Path(folder))
+        async with speaker_build(pulse, Path(folder) / "state", "aec", DELAY_MS, GAIN_DB) as rig:
+            clean = [await rig.reply_heard_only_by_the_user(ASSET) for _ in range(replies)]
+            latencies = [await rig.barge_in(ASSET, voice) for _ in range(tries)]
+    heard = np.array([lat for lat in latencies if lat is not None]) * 1000
+    figures: dict[str, Any] = {
+        "aec_self_triggers": clean.count(False),
+        "aec_self_trigger_replies": replies,
+        "aec_barge_in_rate": f"{len(heard)}/{tries}",
+    }
+    if len(heard):
+        figures["aec_barge_in_latency_ms"] = {
+            "p50": round(float(np.percentile(heard, 50)), 1),
+            "p95": round(float(np.percentile(heard, 95)), 1),
+            "max": round(float(heard.max()), 1),
+        }
+    return figures
+
+
+def measure(replies: int = 20, tries: int = 10) -> dict[str, Any]:
+    """Start a private PulseAudio with an echo path and measure all four figures."""
+    from tests.peers.pulse import pulse_environment
+
+    with pulse_environment() as server:
+        figures = asyncio.run(_erle(server))
+        figures.update(asyncio.run(_daemon(server, replies, tries)))
+    return figures
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(), indent=2))
