@@ -23,6 +23,7 @@ class ReplyWatchdog:
         self._speaking = speaking
         self._still_playing = still_playing
         self._began = self._heard = 0.0
+        self._on_cut: Callable[[str], None] = lambda why: None
 
     def start(self, on_cut: Callable[[str], None]) -> None:
         """A reply began now; `on_cut(why)` is called if it stalls or runs too long."""

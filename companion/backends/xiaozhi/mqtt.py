@@ -203,12 +203,10 @@ class XiaozhiMqttBackend(XiaozhiTransport):
         self._kick = asyncio.Event()
         self._hello_waiter: asyncio.Future[HelloReceived] | None = None
         self._settled = asyncio.Event()
-        self._init_id: int | None = None
         self._control = asyncio.Lock()
         self._opening = False
         self._pending: deque[bytes] = deque(maxlen=PENDING_UPLINK_FRAMES)
         self._early: deque[tuple[float, bytes]] = deque(maxlen=EARLY_AUDIO_PACKETS)
-        self._last_activity = 0.0
 
     # ------------------------------------------------------------------ Backend interface
     @property

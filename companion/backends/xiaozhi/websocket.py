@@ -152,12 +152,10 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
         self.session: ClientSession | None = None
         self._ws: ClientConnection | None = None
         self._endpoint: ota.WebsocketEndpoint | None = None
-        self._init_id: int | None = None
         self._auth_failed = False
         self._planned_reconnect = False
         self._retired = False  # the server retired the idle channel: reopen it without a Disconnected
         self._ready_at = 0.0
-        self._last_activity = 0.0
 
     # ------------------------------------------------------------------ Backend interface
     async def run(self) -> None:
