@@ -118,7 +118,7 @@ async def rig(
     )
     r = Rig(conv, backend, sink, clock)
     conv.state_listeners.add(lambda old, new: r.states.append(new))
-    conv.turn_listeners.add(r.turns.append)
+    conv.turns.listeners.add(r.turns.append)
     task = asyncio.create_task(conv.run())
     try:
         yield r

@@ -45,7 +45,7 @@ async def test_an_unbound_device_shows_and_speaks_its_code_then_talks_once_bound
         server.bind(code)
         assert await asyncio.wait_for(task, 40) == 0
     assert states.index(DeviceState.ACTIVATING) < states.index(DeviceState.IDLE)
-    assert runtime.conversation is not None and runtime.conversation.turns_completed == 1
+    assert runtime.conversation is not None and runtime.conversation.turns.completed == 1
 
 
 async def test_an_idle_device_whose_channel_the_server_retires_stays_idle_and_says_nothing(

@@ -41,7 +41,7 @@ async def test_no_uplink_while_speaking_and_one_listen_start_after_playback_drai
         try:
             await server.wait_until(lambda: server.turns_completed >= 1, 30)
             assert runtime.conversation is not None
-            await asyncio.wait_for(runtime.conversation.turn_finished.wait(), 10)
+            await asyncio.wait_for(runtime.conversation.turns.finished.wait(), 10)
             await asyncio.wait_for(runtime.conversation.wait_for_state(DeviceState.LISTENING), 5)
             await asyncio.sleep(0.5)
         finally:

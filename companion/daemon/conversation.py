@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from typing import assert_never
 
-from ..audio.endpointer import Endpointer, Quiet, SpeechBegan, SpeechContinued, SpeechFinished
+from ..audio.endpointer import Endpointer, SpeechBegan
 from ..audio.playback import PlaybackWriter
 from ..audio.speaker import AudioSink
 from ..config import AudioSettings
@@ -42,10 +41,11 @@ from .clock import Alarm, Clock, LoopClock
 from .listeners import Listeners
 from .reply_watchdog import ReplyWatchdog
 from .transitions import TRANSITIONS
-from .turn import Turn
+from .turn import MAX_TURN_TEXT, Turn, TurnBook
 from .uplink_streamer import Control, UplinkStreamer
+from .utterance import Utterance
 
-__all__ = ["TRANSITIONS", "Conversation", "Turn"]
+__all__ = ["MAX_TURN_TEXT", "TRANSITIONS", "Conversation", "Turn"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ S = DeviceState
 
 REPLY_TIMEOUT_S = 15.0
 FOLLOW_UP_S = 8.0
-MAX_TURN_TEXT = 2000  # characters of a transcript, and of a reply, kept in the turn's record
 TOOL_CALL_DISPLAY = "%"  # an stt starting with this is the server showing a tool call
 LOG_TEXT_CHARS = 200  # a server's text in the log is cut to this
 
@@ -84,24 +83,19 @@ class Conversation:
         self.follow_up_s = follow_up_s
         self.barge_in_by_voice = audio.echo in ("headset", "aec") or listen_mode is ListenMode.REALTIME
         self.uplink = UplinkStreamer(backend, audio)
+        self.utterance = Utterance(endpointer, self.uplink, self.clock)
         self.playback = PlaybackWriter(speaker, self._reply_drained)
+        self.turns = TurnBook()
         self.state = DeviceState.CONNECTING
         self.voice_active = False
-        self.turn: Turn | None = None
-        self.turns_completed = 0
         self.emotion = "neutral"  # the one emotion shown: LEDs and the status tool read it from here
-        self.turn_finished = asyncio.Event()
-        self._turn_numbers = itertools.count(1)
         # Who hears of changes (LEDs, cues, telemetry, the service manager); none of them decides state.
         self.state_listeners: Listeners[[DeviceState, DeviceState]] = Listeners("state")
         self.emotion_listeners: Listeners[[str]] = Listeners("emotion")
         self.voice_listeners: Listeners[[bool]] = Listeners("voice")  # voice detected while listening
-        self.turn_listeners: Listeners[[Turn]] = Listeners("turn")  # a turn finished
-        self._streaming = False
         self._armed = False  # `listen start` sent; audio flows once speech begins
         self._alarm = Alarm(self.clock)  # the reply timeout or the follow-up window
         self._state_changed = asyncio.Event()
-        self._last_voice = 0.0
         self._wake_ack = False  # `listen detect` sent: the stt + tts stop answering it ends no turn
         self._cause = "start-up"  # the input being handled, for the log of a refused transition
         self._watchdog = ReplyWatchdog(
@@ -110,6 +104,11 @@ class Conversation:
             speaking=lambda: self.state is S.SPEAKING,
             still_playing=lambda: self.speaker.buffer.buffered() > 0,
         )
+
+    @property
+    def turn(self) -> Turn | None:
+        """The turn in progress, if any."""
+        return self.turns.current
 
     # ------------------------------------------------------------------ state and emotion
     def set_state(self, new: DeviceState) -> None:
@@ -158,12 +157,10 @@ class Conversation:
         """Show one of EMOTIONS (the agent's, or an MCP tool's); listeners such as the LEDs follow."""
         if name not in EMOTIONS:
             raise ValueError(f"unknown emotion {name!r}")
-        if name == self.emotion:
-            return
-        self.emotion = name
-        self.emotion_listeners(name)
+        if name != self.emotion:
+            self.emotion = name
+            self.emotion_listeners(name)
 
-    # ------------------------------------------------------------------ tasks
     async def run(self) -> None:
         """The uplink sender and the playback writer; runs until cancelled."""
         async with asyncio.TaskGroup() as group:
@@ -177,16 +174,11 @@ class Conversation:
         if not mic_open or self.state in (S.CONNECTING, S.OFFLINE, S.ERROR, S.ACTIVATING):
             return
         self._cause = "microphone"
-        for event in self.endpointer.feed(block):
+        for event in self.utterance.hear(block):
             if isinstance(event, SpeechBegan):
                 self._speech_began(event)
-            elif isinstance(event, SpeechContinued | Quiet):
-                if self._streaming:
-                    self._stream(event.audio)
-            elif isinstance(event, SpeechFinished):
+            else:
                 self._speech_finished(event.reason)
-        if self.endpointer.voice_active:
-            self._last_voice = self.clock.now()
         if self.endpointer.voice_active != self.voice_active:
             self.voice_active = self.endpointer.voice_active
             if self.state is S.LISTENING:
@@ -202,40 +194,33 @@ class Conversation:
             if self.trigger != "vad" and not barged:
                 return
             self.start_turn("vad", now)
-        if self.state is not S.LISTENING or self.turn is None:
-            return
-        self.turn.mark("speech_start", now)
-        self._alarm.cancel()
-        if self._streaming:
-            self._stream(event.fresh)
-        else:
-            self._streaming = True
-            self._stream(event.audio)
-
-    def _stream(self, pcm: bytes) -> None:
-        sent = self.uplink.feed(pcm)
-        if self.turn is not None:
-            self.turn.bytes_up += sent
+        if self.state is S.LISTENING and self.turn is not None:
+            self.turn.mark("speech_start", now)
+            self._alarm.cancel()
+            self.utterance.begin(event)
 
     def _stop_streaming(self) -> None:
-        sent = self.uplink.finish()
+        sent = self.utterance.stop()
         if self.turn is not None:
             self.turn.bytes_up += sent
-        self._streaming = False
 
     def _speech_finished(self, reason: str) -> None:
-        if self.turn is None or self.state is not S.LISTENING or not self._streaming:
+        if self.turn is None or self.state is not S.LISTENING or not self.utterance.streaming:
             return
         now = self.clock.now()
-        self.turn.mark_speech_end(self._last_voice)
+        self.turn.mark_speech_end(self.utterance.last_voice)
         log.info("end of speech (%s) after %.1f s", reason, now - self.turn.marks.get("speech_start", now))
         if self.listen_mode is ListenMode.MANUAL or reason == "max_length":
-            self._stop_streaming()
-            self.uplink.control(self.backend.stop_listening)
-            self.set_state(S.THINKING)
+            self._stop_listening()
         self._alarm.set(self.reply_timeout_s, self._reply_timed_out)
 
-    # ------------------------------------------------------------------ inputs: button and text
+    def _stop_listening(self) -> None:
+        """The user is done: the last audio and `listen stop` go up, and the device waits for the reply."""
+        self._stop_streaming()
+        self.uplink.control(self.backend.stop_listening)
+        self.set_state(S.THINKING)
+
+    # ------------------------------------------------------------------ inputs: button, wake word, text
     def on_button(self, kind: str = "press") -> None:
         """A button press (the bridge's, or Enter on the console): start a turn or stop the reply."""
         log.info("button: %s", kind)
@@ -245,29 +230,25 @@ class Conversation:
             self.start_turn("button", self.clock.now(), stream_now=True)
         elif self.state in (S.IDLE, S.THINKING):
             if self.state is S.THINKING:
-                self.uplink.control(lambda: self.backend.abort(""))
-                self._end_turn("interrupted")
+                self._interrupt_thinking("")
             self.start_turn("button", self.clock.now(), stream_now=True)
-        elif self.state is S.LISTENING and self._streaming:
+        elif self.state is S.LISTENING and self.utterance.streaming:
             self._speech_finished("button")
             if self.listen_mode is not ListenMode.MANUAL:
-                self._stop_streaming()
-                self.uplink.control(self.backend.stop_listening)
-                self.set_state(S.THINKING)
+                self._stop_listening()
 
     def on_wake_word(self, phrase: str, audio: bytes, announce: Control | None = None) -> None:
         """The wake word was heard (daemon/wake.py): stop a reply or a pending answer, open a turn, then
         stream `audio` (what was said since just before the detection) and the microphone after it."""
         self._cause = f"wake word {phrase!r}"
-        if self.state is S.LISTENING and self._streaming:
+        if self.state is S.LISTENING and self.utterance.streaming:
             return  # said inside an utterance already going up: the server hears it
         from_idle = self.state is S.IDLE  # as the firmware: `detect` only from idle, else abort + listen
         if self.state is S.SPEAKING:
             log.info("wake word barge-in: stopping the reply")
             self.barge_in("wake word", reason="wake_word_detected")
         elif self.state is S.THINKING:
-            self.uplink.control(lambda: self.backend.abort("wake_word_detected"))
-            self._end_turn("interrupted")
+            self._interrupt_thinking("wake_word_detected")
         if self.state not in (S.IDLE, S.LISTENING) or not self.backend.connected:
             log.warning("wake word %r ignored while %s", phrase, self.state.value)
             return
@@ -277,14 +258,18 @@ class Conversation:
         self.start_turn("wake_word", self.clock.now(), stream_now=True)
         if self.turn is not None:
             self.turn.wake_word = phrase
-        self._stream(audio)
+        self.utterance.send(audio)
+
+    def _interrupt_thinking(self, reason: str) -> None:
+        self.uplink.control(lambda: self.backend.abort(reason))
+        self._end_turn("interrupted")
 
     async def say(self, text: str) -> None:
         """A text turn: the backend handles the text as if the user had said it."""
         if not self.backend.supports_text:
             raise RuntimeError(f"the {self.backend.name} backend has no text turns")
         self._cause = "text turn"
-        turn = self._new_turn("text", self.clock.now())
+        turn = self._new_turn("text")
         turn.transcript = text
         self.set_state(S.THINKING)
         await self.backend.send_text(text)
@@ -292,10 +277,8 @@ class Conversation:
         self._alarm.set(self.reply_timeout_s, self._reply_timed_out)
 
     # ------------------------------------------------------------------ turns
-    def _new_turn(self, trigger: str, now: float) -> Turn:
-        self.turn = Turn(next(self._turn_numbers), trigger, now, self.clock.wall())
-        self.turn_finished.clear()
-        return self.turn
+    def _new_turn(self, trigger: str, now: float | None = None) -> Turn:
+        return self.turns.open(trigger, self.clock.now() if now is None else now, self.clock.wall())
 
     def start_turn(self, trigger: str, now: float, stream_now: bool = False) -> None:
         """Open a turn: `listen start` goes out, the state becomes listening."""
@@ -303,14 +286,17 @@ class Conversation:
             log.warning("cannot start a turn: not connected to the %s server", self.backend.name)
             return
         turn = self.turn if (self.turn is not None and self._armed) else self._new_turn(trigger, now)
+        self._arm()
+        self.set_state(S.LISTENING)
+        if stream_now:
+            self.utterance.start_now()
+            turn.mark("speech_start", now)
+
+    def _arm(self) -> None:
+        """`listen start` goes up (once per turn): the server listens from here."""
         if not self._armed:
             self.uplink.control(self._send_listen_start)
         self._armed = True
-        self.set_state(S.LISTENING)
-        if stream_now:
-            self.endpointer.reset()
-            self._streaming = True
-            turn.mark("speech_start", now)
 
     async def _send_listen_start(self) -> None:
         await self.backend.start_listening(self.listen_mode)
@@ -326,23 +312,14 @@ class Conversation:
 
     def _end_turn(self, outcome: str) -> None:
         self._alarm.cancel()
-        if self._streaming:
+        if self.utterance.streaming:
             self._stop_streaming()
         self._armed = self._wake_ack = False
-        turn, self.turn = self.turn, None
-        if turn is None:
-            return
-        if not turn.began:
-            return  # a follow-up window nobody used, or a turn that never began: nothing to report
-        turn.close(outcome, self.clock.now(), self.speaker.buffer.first_sample_time)
-        if outcome == "completed":
-            self.turns_completed += 1
-        log.info("turn %d %s: %s", turn.number, outcome, turn.offsets_ms())
-        if self.uplink.dropped or self.playback.dropped:
+        if self.turns.close(outcome, self.clock.now(), self.speaker.buffer.first_sample_time) and (
+            self.uplink.dropped or self.playback.dropped
+        ):
             log.debug("audio dropped so far: %d uplink packets (queue full), %d downlink (outside a reply)",
                       self.uplink.dropped, self.playback.dropped)  # fmt: skip
-        self.turn_listeners(turn)
-        self.turn_finished.set()
 
     def _reply_timed_out(self) -> None:
         self._cause = "reply timeout"
@@ -351,17 +328,17 @@ class Conversation:
                 "no reply from the server %.0f s after the end of speech; turn dropped", self.reply_timeout_s
             )
             self.turn.errors.append("reply timeout")
-            if self.listen_mode is not ListenMode.MANUAL and self._streaming:
+            if self.listen_mode is not ListenMode.MANUAL and self.utterance.streaming:
                 self.uplink.control(self.backend.stop_listening)
             self._end_turn("timeout")
             self.set_state(S.IDLE)
 
     def _follow_up_expired(self) -> None:
         self._cause = "follow-up window"
-        if self.state is S.LISTENING and not self._streaming:
+        if self.state is S.LISTENING and not self.utterance.streaming:
             log.debug("no follow-up speech; idle")
             self._armed = False
-            self.turn = None
+            self.turns.current = None
             self.set_state(S.IDLE)
 
     def _reply_drained(self) -> None:
@@ -369,17 +346,16 @@ class Conversation:
         self._cause = "playback drained"
         self._end_turn("completed")
         if self.listen_mode is ListenMode.AUTO and self.backend.connected:
-            # As the firmware does: listen again only once playback has drained.
-            self._new_turn("follow_up", self.clock.now())
-            self._armed = True
-            self.uplink.control(self._send_listen_start)
+            # As the firmware does: listen again only once playback has drained, for a follow-up window.
+            self._new_turn("follow_up")
+            self._arm()
             self.endpointer.reset()
             self.set_state(S.LISTENING)
             self._alarm.set(self.follow_up_s, self._follow_up_expired)
         elif self.listen_mode is ListenMode.REALTIME and self.backend.connected:
             # The server's listening never stopped: the next utterance is a new turn, with no new
             # `listen start` and no follow-up window.
-            self._new_turn("realtime", self.clock.now())
+            self._new_turn("realtime")
             self._armed = True
             self.endpointer.reset()
             self.set_state(S.LISTENING)
@@ -400,10 +376,8 @@ class Conversation:
             case Transcript():
                 self._on_transcript(event)
             case ReplyText():
-                if self.turn is not None and event.text:
-                    room = MAX_TURN_TEXT - sum(map(len, self.turn.reply))
-                    if room > 0:
-                        self.turn.reply.append(event.text[:room])
+                if self.turn is not None:
+                    self.turn.add_reply(event.text)
                 log.info("reply: %s", shorten(event.text, LOG_TEXT_CHARS))
             case Emotion():
                 self._on_emotion(event)
@@ -452,9 +426,7 @@ class Conversation:
             # not the user's words, so it neither replaces the transcript nor times the turn.
             log.info("server runs a tool: %s", shorten(event.text[1:].strip(), LOG_TEXT_CHARS))
             return
-        self.turn.mark("stt", self.clock.now())
-        self.turn.mark_speech_end(self._last_voice)
-        self.turn.transcript = event.text[:MAX_TURN_TEXT]
+        self.turn.heard(event.text, self.clock.now(), self.utterance.last_voice)
         log.info("heard: %s", shorten(event.text, LOG_TEXT_CHARS))
         if self.state is S.LISTENING and self.listen_mode is not ListenMode.REALTIME:
             self._stop_streaming()
@@ -474,7 +446,7 @@ class Conversation:
             return
         if self.turn is None:
             self._new_turn("server", self.clock.now())
-        if self.listen_mode is not ListenMode.REALTIME and self._streaming:
+        if self.listen_mode is not ListenMode.REALTIME and self.utterance.streaming:
             self._stop_streaming()
         self.playback.begin_reply()
         self.set_state(S.SPEAKING)

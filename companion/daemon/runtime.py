@@ -245,8 +245,8 @@ class Runtime:
             )
             self._turn_underruns, self._turn_reconnects = underruns, self.reconnects
         conv = self.conversation
-        if self.options.turns is not None and conv is not None and conv.turns_completed >= self.options.turns:
-            log.info("%d turn(s) completed; exiting", conv.turns_completed)
+        if self.options.turns is not None and conv is not None and conv.turns.completed >= self.options.turns:
+            log.info("%d turn(s) completed; exiting", conv.turns.completed)
             self.stop(0)
 
     def audio_drops(self) -> dict[str, int]:
@@ -293,7 +293,7 @@ class Runtime:
         self.conversation = conv
         if detector is not None:
             self.wake = WakeTrigger(detector, conv, settings.wake_word)
-        conv.turn_listeners.add(self._turn_done)
+        conv.turns.listeners.add(self._turn_done)
         if self.options.on_state is not None:
             conv.state_listeners.add(self.options.on_state)
         conv.state_listeners.add(self._tell_service_manager)
