@@ -303,11 +303,11 @@ class Conversation:
         if self.turn is not None:
             self.turn.mark("listen_sent", self.clock.now())
 
-    def barge_in(self, why: str, reason: str = "") -> None:
+    def barge_in(self, why: str, reason: str = "", outcome: str = "barged_in") -> None:
         """Stop the reply now: abort upstream, flush the speaker, drop late audio of this reply."""
         self.uplink.control(lambda: self.backend.abort(reason))  # a reason only for a wake word
         self.playback.stop()
-        self._end_turn("barged_in")
+        self._end_turn(outcome)
         self.set_state(S.IDLE)
 
     def _end_turn(self, outcome: str) -> None:
@@ -320,6 +320,10 @@ class Conversation:
         ):
             log.debug("audio dropped so far: %d uplink packets (queue full), %d downlink (outside a reply)",
                       self.uplink.dropped, self.playback.dropped)  # fmt: skip
+
+    def _note_error(self, what: str) -> None:
+        if self.turn is not None:
+            self.turn.errors.append(what)
 
     def _reply_timed_out(self) -> None:
         self._cause = "reply timeout"
@@ -406,8 +410,7 @@ class Conversation:
                 assert_never(event)
 
     def _on_disconnected(self, event: Disconnected) -> None:
-        if self.turn is not None:
-            self.turn.errors.append(f"disconnected: {event.reason}")
+        self._note_error(f"disconnected: {event.reason}")
         if self.state is S.SPEAKING:
             self.playback.stop()
         self._end_turn("disconnected")
@@ -465,12 +468,8 @@ class Conversation:
         """The watchdog's verdict: the server kept the device speaking; the reply ends now."""
         self._cause = "reply watchdog"
         log.warning("reply ended: %s (the server kept the device speaking)", why)
-        if self.turn is not None:
-            self.turn.errors.append(f"reply cut: {why}")
-        self.uplink.control(lambda: self.backend.abort(""))
-        self.playback.stop()
-        self._end_turn("reply_cut")
-        self.set_state(S.IDLE)
+        self._note_error(f"reply cut: {why}")
+        self.barge_in("reply watchdog", outcome="reply_cut")
 
     def _on_alert(self, event: Alert) -> None:
         if event.status == "activation":
@@ -478,8 +477,7 @@ class Conversation:
             return
         level = logging.ERROR if event.fatal else logging.WARNING
         log.log(level, "server alert %s: %s", event.status, event.message)
-        if self.turn is not None:
-            self.turn.errors.append(f"{event.status}: {event.message}")
+        self._note_error(f"{event.status}: {event.message}")
         if event.fatal:
             self._end_turn("error")
             self.set_state(S.ERROR)
