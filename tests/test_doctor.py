@@ -49,6 +49,7 @@ async def test_a_healthy_setup_passes_every_check(
     for name in (*checks, "state directory"):
         assert line(out, name).startswith("[pass]"), out
     assert "dBFS" in line(out, "microphone")
+    assert "] wake word:" not in out  # the trigger is the VAD: no wake-word line
     # the load check reads this machine, which the test does not control: a busy host may warn
     cpu = line(out, "cpu")
     loaded = cpu.startswith("[warn]") and "little headroom" in cpu

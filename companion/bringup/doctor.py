@@ -159,6 +159,36 @@ def check_echo(settings: Settings) -> CheckResult:
     return CheckResult("echo", Status.PASS, path.reason)
 
 
+def check_wake_word(settings: Settings) -> CheckResult | None:
+    """With the wake word as trigger: the engine and every model load, and what one capture block of
+    detection costs here (None when another trigger starts turns)."""
+    if settings.backend.trigger != "wake_word":
+        return None
+    from ..audio.wakeword import build_detector
+
+    wake = settings.wake_word
+    started = time.perf_counter()
+    try:
+        detector = build_detector(wake)
+    except CompanionError as exc:
+        fix = "pip install the engine, or fix wake_word.models (docs/wake-word.md)"
+        return CheckResult("wake word", Status.FAIL, str(exc), fix)
+    loaded_ms = 1000 * (time.perf_counter() - started)
+    block = np.zeros(960, dtype=np.int16).tobytes()  # 60 ms, as captured
+    started = time.perf_counter()
+    for _ in range(50):
+        detector.feed(block)
+    per_block_ms = 1000 * (time.perf_counter() - started) / 50
+    phrases = ", ".join(repr(p) for p in detector.phrases)
+    share = 100 * per_block_ms / 60
+    cost = f"{per_block_ms:.2f} ms per 60 ms block ({share:.1f} % of a core while voice is heard)"
+    return CheckResult(
+        "wake word",
+        Status.PASS,
+        f"{detector.engine} listening for {phrases}; loaded in {loaded_ms:.0f} ms, {cost}",
+    )
+
+
 async def check_bridge(settings: Settings, timeout: float = 3.0) -> CheckResult:
     """The ESP32 serial bridge answers HELLO."""
     if not settings.bridge.port:
@@ -352,6 +382,9 @@ async def run_checks(
         add(await check_input(settings))
         add(await check_output(settings))
         add(check_echo(settings))
+        wake = check_wake_word(settings)
+        if wake is not None:
+            add(wake)
         add(await check_bridge(settings))
         for result in await check_server(settings):
             add(result)
