@@ -51,8 +51,15 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _as_text(_name: str, value: Any) -> str:
-    return _text(value)
+class TextForm:
+    """Mixin of the request dataclasses: `to_api` is the body of the fields that are set, each as text."""
+
+    def to_api(self) -> dict[str, str]:
+        return set_fields(self, convert=self._field_text)
+
+    def _field_text(self, name: str, value: Any) -> str:
+        """How one field is sent (a subclass changes this for a field that is not plain text)."""
+        return _text(value)
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class EspAgent(RawReply):
 
 
 @dataclass(frozen=True)
-class EspAgentAdd:
+class EspAgentAdd(TextForm):
     """`equipment/add`: a quota card and a name are required; `copy` clones another agent's config."""
 
     cdkey_id: str
@@ -95,15 +102,12 @@ class EspAgentAdd:
     server_id: str | None = None
     copy: str | None = None
 
-    def to_api(self) -> dict[str, str]:
-        return set_fields(self, convert=_as_text)
-
 
 UPDATE_KEYS = ("name", "cdkey_id", "type", "enable", "model_id", "sort", "server_id", "config")
 
 
 @dataclass(frozen=True)
-class EspAgentUpdate:
+class EspAgentUpdate(TextForm):
     """`equipment/update`: the id plus the fields to change; `config` is an object, sent as a string."""
 
     id: str
@@ -116,10 +120,8 @@ class EspAgentUpdate:
     server_id: str | None = None
     config: dict[str, Any] | None = None
 
-    def to_api(self) -> dict[str, str]:
-        return set_fields(
-            self, convert=lambda name, value: encode_config(value) if name == "config" else _text(value)
-        )
+    def _field_text(self, name: str, value: Any) -> str:
+        return encode_config(value) if name == "config" else _text(value)
 
     def is_empty(self) -> bool:
         return len(self.to_api()) <= 1
@@ -178,7 +180,7 @@ class EspDevice(RawReply):
 
 
 @dataclass(frozen=True)
-class DeviceQuery:
+class DeviceQuery(TextForm):
     """Filters of `devices/list` (all optional); `api_key` is an agent's device key, not the open key."""
 
     name: str | None = None
@@ -191,9 +193,6 @@ class DeviceQuery:
     type: str | None = None
     page: int | None = None
     limit: int | None = None
-
-    def to_api(self) -> dict[str, str]:
-        return set_fields(self, convert=_as_text)
 
 
 @dataclass(frozen=True)
