@@ -16,6 +16,7 @@ from ..service.logsetup import register_secret
 from .envelopes import ESPAI, unwrap_espai
 from .errors import PlatformError
 from .fields import RawReply, as_dict, as_list, get_bool, get_int, set_fields, wire
+from .lookup import only_named, with_id
 from .transport import TransportClient, TransportOptions, normalise_base_url
 
 DEFAULT_BASE_URL = "https://api.espai2.fun"
@@ -257,10 +258,7 @@ class EspAiClient(TransportClient):
 
     async def get_agent(self, agent_id: str) -> EspAgent:
         """One agent, found in the list (the platform has no detail call)."""
-        for agent in await self.list_agents():
-            if agent.id == agent_id:
-                return agent
-        raise PlatformError(f"{ESPAI}: no agent with id {agent_id}")
+        return with_id(await self.list_agents(), agent_id, ESPAI)
 
     async def find_agent(self, ref: str) -> EspAgent:
         """The agent with id `ref`, else the one agent named exactly `ref` (from the list)."""
@@ -268,13 +266,10 @@ class EspAiClient(TransportClient):
         for agent in agents:
             if agent.id == ref:
                 return agent
-        named = [agent for agent in agents if agent.name == ref]
-        if len(named) == 1:
-            return named[0]
-        if named:
-            ids = ", ".join(agent.id for agent in named)
-            raise PlatformError(f"{ESPAI}: several agents are named {ref!r} ({ids}); give the id instead")
-        raise PlatformError(f"{ESPAI}: no agent with id or name {ref!r}")
+        named = only_named(agents, ref, lambda agent: agent.name, ESPAI)
+        if named is None:
+            raise PlatformError(f"{ESPAI}: no agent with id or name {ref!r}")
+        return named
 
     async def add_agent(self, agent: EspAgentAdd) -> EspAgent:
         reply = await self._post(self.base_url + "/equipment/add", agent.to_api(), idempotent=False)
