@@ -41,7 +41,7 @@ from ...events import (
     UplinkFormat,
 )
 from ...net.backoff import Backoff
-from ...net.tls import client_context, find_verify_error
+from ...net.tls import client_context
 from ...net.urls import display_url
 from ...protocols.chatbot_v3.client import (
     AgentParams,
@@ -62,7 +62,7 @@ from ...protocols.chatbot_v3.client import (
 from ...service.logsetup import log_frame
 from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, report_down
 from ..reply_player import ReplyPlayer
-from ..websocket_errors import close_reason, upgrade_failure
+from ..websocket_errors import close_reason, connect_failure, upgrade_failure
 from ..websocket_io import close_quietly, send_frame
 from .fetcher import TtsFetcher
 from .sessions import (
@@ -153,7 +153,7 @@ class ChatbotV3Backend:
             "chat_bot_v3 channel down",
             self.backoff,
             log=log,
-            describe=lambda exc: _describe(exc).replace(
+            describe=lambda exc: connect_failure(exc).replace(
                 self.credential.value, "***"
             ),  # a library may quote the URL
             on_down=self._on_down,
@@ -486,13 +486,3 @@ def warn_unknown_models(settings: ChatbotV3Settings) -> None:
                 ", ".join(known),
             )
 
-
-def _describe(exc: BaseException) -> str:
-    verify = find_verify_error(exc)
-    if verify is not None:
-        return f"TLS certificate refused ({verify.verify_message or verify.reason})"
-    if isinstance(exc, OSError):
-        return f"cannot connect ({exc.strerror or exc})"
-    if isinstance(exc, TimeoutError):
-        return "connection timed out"
-    return f"{type(exc).__name__}: {exc}"

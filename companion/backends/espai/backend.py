@@ -37,7 +37,7 @@ from ...events import (
     UplinkFormat,
 )
 from ...net.backoff import Backoff
-from ...net.tls import client_context, find_verify_error
+from ...net.tls import client_context
 from ...net.urls import display_url
 from ...protocols.espai import (
     DeviceProtocol,
@@ -54,7 +54,7 @@ from ...protocols.espai.wire import SID_TTS_FN
 from ...service.logsetup import log_frame, register_secret
 from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, report_down
 from ..reply_player import ReplyPlayer
-from ..websocket_errors import close_reason, upgrade_failure
+from ..websocket_errors import close_reason, connect_failure, upgrade_failure
 from ..websocket_io import close_quietly, send_frame
 from ..xiaozhi.identity import load_identity
 from .sentences import SentenceFeed, sentence_key
@@ -402,12 +402,5 @@ class EspaiBackend:
         await close_quietly(ws, 2.0)
 
     def _describe(self, exc: BaseException) -> str:
-        verify = find_verify_error(exc)
-        if verify is not None:
-            return f"TLS certificate refused ({verify.verify_message or verify.reason})"
-        if isinstance(exc, OSError):
-            return f"cannot connect ({exc.strerror or exc})"
-        if isinstance(exc, TimeoutError):
-            return "connection timed out"
-        text = f"{type(exc).__name__}: {exc}"
+        text = connect_failure(exc)
         return text.replace(self.api_key, "***") if self.api_key else text
