@@ -22,7 +22,7 @@ import logging
 import socket
 import ssl
 from collections import Counter
-from typing import Any
+from typing import Any, Unpack
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -40,7 +40,6 @@ from ...events import (
     TurnEnded,
     UplinkFormat,
 )
-from ...net.backoff import Backoff
 from ...net.tls import client_context
 from ...net.urls import display_url
 from ...protocols.chatbot_v3.client import (
@@ -60,8 +59,8 @@ from ...protocols.chatbot_v3.client import (
     upgrade_headers,
 )
 from ...service.logsetup import log_frame
-from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, report_down
-from ..reply_player import ReplyPlayer
+from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, backoff_for, report_down
+from ..reply_player import PlayerBackendOptions, ReplyPlayer
 from ..websocket_errors import close_reason, connect_failure, upgrade_failure
 from ..websocket_io import close_quietly, send_frame
 from .fetcher import TtsFetcher
@@ -116,13 +115,7 @@ class ChatbotV3Backend:
     supports_text = True
 
     def __init__(
-        self,
-        settings: ChatbotV3Settings,
-        sink: EventSink,
-        *,
-        playback_rate: int = 24000,
-        reconnect_max_s: float = 60.0,
-        backoff: Backoff | None = None,
+        self, settings: ChatbotV3Settings, sink: EventSink, **options: Unpack[PlayerBackendOptions]
     ) -> None:
         """Raises ConfigError at once for a missing key or token, or an unsupported upload format."""
         if settings.upload_format != "pcm":
@@ -132,17 +125,17 @@ class ChatbotV3Backend:
             )
         self.settings = settings
         self._sink = sink
-        self.playback_rate = playback_rate
+        self.playback_rate = options.get("playback_rate", 24000)
         self.credential: Credential = resolve_credential(settings)
         warn_unknown_models(settings)
         self.uplink = UplinkFormat("pcm", settings.upload_sample_rate, UPLINK_FRAME_MS)
-        self.backoff = backoff or Backoff(cap=reconnect_max_s)
+        self.backoff = backoff_for(options)
         self.stats: Counter[str] = Counter()
         self.player: ReplyPlayer | None = None
         self._ssl: ssl.SSLContext = client_context("", setting="chatbot_v3")
         self._proto = ClientProtocol()
         self._ws: ClientConnection | None = None
-        self.fetcher = TtsFetcher(settings, playback_rate, self._ssl)
+        self.fetcher = TtsFetcher(settings, self.playback_rate, self._ssl)
         self._ready = False
         self._settled = asyncio.Event()
         self._session_token = settings.session_token
@@ -485,4 +478,3 @@ def warn_unknown_models(settings: ChatbotV3Settings) -> None:
                 value,
                 ", ".join(known),
             )
-

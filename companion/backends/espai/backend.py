@@ -17,7 +17,7 @@ import asyncio
 import logging
 import ssl
 from collections import Counter
-from typing import Any
+from typing import Any, Unpack
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -36,7 +36,6 @@ from ...events import (
     TurnEnded,
     UplinkFormat,
 )
-from ...net.backoff import Backoff
 from ...net.tls import client_context
 from ...net.urls import display_url
 from ...protocols.espai import (
@@ -52,8 +51,8 @@ from ...protocols.espai import (
 )
 from ...protocols.espai.wire import SID_TTS_FN
 from ...service.logsetup import log_frame, register_secret
-from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, report_down
-from ..reply_player import ReplyPlayer
+from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, backoff_for, report_down
+from ..reply_player import PlayerBackendOptions, ReplyPlayer
 from ..websocket_errors import close_reason, connect_failure, upgrade_failure
 from ..websocket_io import close_quietly, send_frame
 from ..xiaozhi.identity import load_identity
@@ -82,16 +81,7 @@ class EspaiBackend:
     name = "espai"
     supports_text = True
 
-    def __init__(
-        self,
-        settings: Settings,
-        sink: EventSink,
-        *,
-        playback_rate: int = 24000,
-        reconnect_max_s: float = 60.0,
-        backoff: Backoff | None = None,
-        device_id: str | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, sink: EventSink, **options: Unpack[PlayerBackendOptions]) -> None:
         """Raises ConfigError at once for a missing URL or an unreadable CA file."""
         self.settings: EspaiDeviceSettings = settings.espai_device
         if not self.settings.url:
@@ -100,17 +90,17 @@ class EspaiBackend:
                 "ws://192.168.1.10:8088"
             )
         self._sink = sink
-        self.playback_rate = playback_rate
+        self.playback_rate = options.get("playback_rate", 24000)
         self.api_key = self.settings.api_key.strip()
         if self.api_key:
             register_secret(self.api_key)  # masked in every log line, the URL's query included
-        self.device_id = device_id if device_id is not None else resolve_device_id(settings)
+        self.device_id = resolve_device_id(settings)
         self.uplink = UplinkFormat("pcm", UPLINK_RATE, UPLINK_FRAME_MS)
-        self.backoff = backoff or Backoff(cap=reconnect_max_s)
+        self.backoff = backoff_for(options)
         self.stats: Counter[str] = Counter()
         self.player: ReplyPlayer | None = None
         self.feed = SentenceFeed(
-            playback_rate, Mp3Limits(self.settings.sentence_max_bytes, 600.0, SENTENCE_TIMEOUT_S)
+            self.playback_rate, Mp3Limits(self.settings.sentence_max_bytes, 600.0, SENTENCE_TIMEOUT_S)
         )
         self._ssl: ssl.SSLContext = client_context(self.settings.tls_ca, setting="espai_device.tls_ca")
         self._proto = DeviceProtocol()

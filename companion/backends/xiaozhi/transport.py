@@ -8,7 +8,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Required, TypedDict, Unpack
+from typing import Required, Unpack
 
 from ...config import AudioSettings, XiaozhiSettings
 from ...events import (
@@ -19,21 +19,18 @@ from ...events import (
     SpeechEnded,
     ToolRequest,
 )
-from ...net.backoff import Backoff
 from ...net.tls import client_context, explain_verify_error, find_verify_error
 from ...protocols.xiaozhi.session import SessionEvent
-from ..reconnect import Down, ReconnectLoop
+from ..reconnect import Down, ReconnectLoop, ReconnectOptions, backoff_for
 from . import ota
 from .identity import Identity
 
 
-class TransportOptions(TypedDict, total=False):
+class TransportOptions(ReconnectOptions, total=False):
     """What the runtime (or a test) gives a xiaozhi transport besides its settings and event sink."""
 
     identity: Required[Identity]
     audio: AudioSettings | None
-    reconnect_max_s: float
-    backoff: Backoff | None
     ota_reply: ota.OtaReply | None  # a reply the caller already has: the first OTA check is skipped
     on_activation: Callable[[ota.Activation], None] | None
     busy: Callable[[], bool] | None  # the device is mid-turn (a reply still playing): planned reconnects wait
@@ -64,15 +61,13 @@ class XiaozhiTransport:
         ConfigError at once for an unusable `xiaozhi.tls_ca`."""
         identity = options["identity"]
         audio = options.get("audio")
-        backoff = options.get("backoff")
         ota_reply = options.get("ota_reply")
         on_activation = options.get("on_activation")
-        reconnect_max_s = options.get("reconnect_max_s", 60.0)
         self.settings = settings
         self.audio = audio or AudioSettings()
         self._sink = sink
         self.identity = identity
-        self.backoff = backoff or Backoff(cap=reconnect_max_s)
+        self.backoff = backoff_for(options)
         self._ota_reply = ota_reply
         self._on_activation = on_activation
         self._activation_code = ota.activation_reporter(sink, on_activation)  # OTA's on_code
