@@ -38,6 +38,21 @@ def backoff_for(options: ReconnectOptions) -> Backoff:
     return options.get("backoff") or Backoff(cap=options.get("reconnect_max_s", 60.0))
 
 
+class Latch:
+    """A mark read once: `set()` when something happens, `take()` says whether it did and clears it
+    (a planned reconnect, credentials to refresh: each is about the next attempt only)."""
+
+    def __init__(self) -> None:
+        self._marked = False
+
+    def set(self) -> None:
+        self._marked = True
+
+    def take(self) -> bool:
+        marked, self._marked = self._marked, False
+        return marked
+
+
 class ChannelLost(Exception):
     """The channel ended; the message is the reason for the log and the Disconnected event."""
 

@@ -51,7 +51,7 @@ from ...protocols.espai import (
 )
 from ...protocols.espai.wire import SID_TTS_FN
 from ...service.logsetup import log_frame, register_secret
-from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, backoff_for, report_down
+from ..reconnect import AuthFailed, ChannelLost, Down, Latch, ReconnectLoop, backoff_for, report_down
 from ..reply_player import PlayerBackendOptions, ReplyPlayer
 from ..websocket_errors import close_reason, connect_failure, upgrade_failure
 from ..websocket_io import close_quietly, send_frame
@@ -106,7 +106,7 @@ class EspaiBackend:
         self._proto = DeviceProtocol()
         self._ws: ClientConnection | None = None
         self._ready = False
-        self._planned = False
+        self._planned = Latch()  # the server asked for the reconnect
         self._turns = 0
         self._announced: dict[str, int] = {}  # sentence key → the player's index
         self._reply_end: tuple[str, str] | None = None  # (session id, status) of the reply's end frame
@@ -129,15 +129,11 @@ class EspaiBackend:
 
     async def run(self) -> None:
         """Connect and serve the socket until `close()`, reconnecting with backoff."""
-        await self._reconnect.run(self._serve, take_ready=self._take_ready, planned=self._take_planned)
+        await self._reconnect.run(self._serve, take_ready=self._take_ready, planned=self._planned.take)
 
     def _take_ready(self) -> bool:
         was_ready, self._ready = self._ready, False
         return was_ready
-
-    def _take_planned(self) -> bool:
-        planned, self._planned = self._planned, False
-        return planned
 
     def _on_down(self, down: Down) -> float | None:
         # a refused device or an empty quota does not change in a second
@@ -280,7 +276,7 @@ class EspaiBackend:
         elif isinstance(out, Refused):
             raise AuthFailed(f"the ESP-AI server refused the device ({out.code}: {out.message})")
         elif isinstance(out, ServerClosing):
-            self._planned = True
+            self._planned.set()
             raise ChannelLost(out.reason)
         else:
             if self.player is not None:

@@ -21,7 +21,7 @@ from ...events import (
 )
 from ...net.tls import client_context, explain_verify_error, find_verify_error
 from ...protocols.xiaozhi.session import SessionEvent
-from ..reconnect import Down, ReconnectLoop, ReconnectOptions, backoff_for
+from ..reconnect import Down, Latch, ReconnectLoop, ReconnectOptions, backoff_for
 from . import ota
 from .identity import Identity
 
@@ -78,7 +78,7 @@ class XiaozhiTransport:
         self._ready = False
         self._init_id: int | None = None  # the MCP `initialize` request whose answer is awaited
         self._last_activity = 0.0  # monotonic time of the last turn traffic (planned reconnects wait)
-        self._refresh = False  # the next attempt runs the OTA check again (refused credentials)
+        self._refresh = Latch()  # the next attempt runs the OTA check again (refused credentials)
         self._reconnect = ReconnectLoop(
             f"{self.channel_name} down",
             self.backoff,
@@ -102,15 +102,11 @@ class XiaozhiTransport:
         was_ready, self._ready = self._ready, False
         return was_ready
 
-    def _take_refresh(self) -> bool:
-        refresh, self._refresh = self._refresh, False
-        return refresh
-
     def _on_down(self, down: Down) -> None:
         if down.was_ready or down.news:
             self._sink(Disconnected(down.reason, auth_failed=down.auth_failed))
         if down.auth_failed and not self._endpoint_pinned():
-            self._refresh = True
+            self._refresh.set()
             self._log.info("%s", self.refusal_note)
 
     def _forward(self, event: SessionEvent, *, channel_open: bool = True) -> bool:
