@@ -16,7 +16,7 @@ import numpy as np
 import opuslib_next
 import webrtcvad
 
-from companion.audio.endpointer import Endpointer, Quiet, SpeechBegan, SpeechContinued
+from companion.audio.endpointer import AudioFrame, Endpointer, SpeechBegan
 from companion.audio.jitter import JitterBuffer
 from companion.audio.opus import OpusDecoder, OpusEncoder
 from companion.audio.resample import MonoResampler
@@ -54,7 +54,7 @@ def uplink(seconds: float = SECONDS, device_rate: int = 16000) -> dict[str, floa
         for block in blocks:
             pcm = resampler.process(block).tobytes()
             for event in endpointer.feed(pcm):
-                if isinstance(event, SpeechBegan | SpeechContinued | Quiet):  # the turn streams everything
+                if isinstance(event, SpeechBegan | AudioFrame):  # the turn streams everything
                     encoder.feed(event.fresh if isinstance(event, SpeechBegan) else event.audio)
         return time.process_time() - t0
 

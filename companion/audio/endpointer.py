@@ -28,17 +28,18 @@ class SpeechBegan:
 
 
 @dataclass(frozen=True)
-class SpeechContinued:
+class AudioFrame:
+    """One frame fed, passed on as it came: a SpeechContinued inside speech, a Quiet outside it."""
+
+    audio: bytes
+
+
+class SpeechContinued(AudioFrame):
     """One more frame of an utterance in progress."""
 
-    audio: bytes
 
-
-@dataclass(frozen=True)
-class Quiet:
+class Quiet(AudioFrame):
     """A frame outside speech (only emitted when the endpointer is built with emit_quiet=True)."""
-
-    audio: bytes
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from ..errors import CompanionError, ConfigError
 from ..events import Alert, Disconnected, EventSink
@@ -23,6 +23,34 @@ from ..net.backoff import Backoff
 
 T = TypeVar("T")
 REMIND_EVERY = 10  # a repeated failure is logged at WARNING once per this many attempts
+
+
+class ReconnectOptions(TypedDict, total=False):
+    """How the runtime (or a test) sets a backend's reconnect wait: a cap for the shared backoff, or a
+    Backoff of its own."""
+
+    reconnect_max_s: float
+    backoff: Backoff | None
+
+
+def backoff_for(options: ReconnectOptions) -> Backoff:
+    """The Backoff given, else the shared policy capped at `reconnect_max_s` (60 s when not given)."""
+    return options.get("backoff") or Backoff(cap=options.get("reconnect_max_s", 60.0))
+
+
+class Latch:
+    """A mark read once: `set()` when something happens, `take()` says whether it did and clears it
+    (a planned reconnect, credentials to refresh: each is about the next attempt only)."""
+
+    def __init__(self) -> None:
+        self._marked = False
+
+    def set(self) -> None:
+        self._marked = True
+
+    def take(self) -> bool:
+        marked, self._marked = self._marked, False
+        return marked
 
 
 class ChannelLost(Exception):

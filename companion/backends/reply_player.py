@@ -17,6 +17,7 @@ from ..audio.mp3 import Mp3Error
 from ..events import EventSink, SpeechAudio, SpeechEnded, SpeechStarted, TurnEnded
 from ..net.urls import display_url
 from .playout import Finished, Play, Sequencer, Skip
+from .reconnect import ReconnectOptions
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,13 @@ class FetchFailed(Exception):
 
 PcmSink = Callable[[bytes], None]
 Fetcher = Callable[[str, PcmSink], Awaitable[float]]
+
+
+class PlayerBackendOptions(ReconnectOptions, total=False):
+    """What the runtime (or a test) gives a backend whose replies a ReplyPlayer plays, besides its
+    settings and event sink."""
+
+    playback_rate: int  # the speaker's rate, the one replies are decoded to (24000 when not given)
 
 
 @dataclass

@@ -1,10 +1,12 @@
-"""What a websocket's end means, in words a user can act on: shared by the xiaozhi and chat_bot_v3
-drivers so that a refused upgrade or a close reads the same whichever backend saw it."""
+"""What a websocket's end means, in words a user can act on: shared by the xiaozhi, chat_bot_v3 and
+ESP-AI drivers so that a failed connect, a refused upgrade or a close reads the same whichever backend
+saw it."""
 
 from __future__ import annotations
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from ..net.tls import find_verify_error
 from .reconnect import AuthFailed, ChannelLost
 
 # Close codes we may send ourselves, and what they mean here.
@@ -12,6 +14,18 @@ _OWN_CLOSES = {
     1009: "the server sent a message larger than we accept ({limit}); we closed the connection",
     1011: "the server stopped answering pings (keepalive timeout); we closed the connection",
 }
+
+
+def connect_failure(exc: BaseException) -> str:
+    """Why a connection attempt raised `exc`: a refused certificate, a socket error, or the exception."""
+    verify = find_verify_error(exc)
+    if verify is not None:
+        return f"TLS certificate refused ({verify.verify_message or verify.reason})"
+    if isinstance(exc, OSError):
+        return f"cannot connect ({exc.strerror or exc})"
+    if isinstance(exc, TimeoutError):
+        return "connection timed out"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def upgrade_failure(exc: InvalidHandshake, url: str, credentials: str = "our credentials") -> ChannelLost:

@@ -13,16 +13,17 @@ from ..errors import ConfigError
 from .daemon import configure_logging
 
 log = logging.getLogger("companion")
+PORT = click.IntRange(0, 65535)  # 0: any free port
 
 
 @click.command("echo-server")
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0 for the LAN)"
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="websocket port")
+@click.option("--port", type=PORT, default=8000, show_default=True, help="websocket port")
 @click.option(
     "--ota-port",
-    type=click.IntRange(0, 65535),
+    type=PORT,
     default=8003,
     show_default=True,
     help="OTA/activation HTTP port",

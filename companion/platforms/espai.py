@@ -16,6 +16,7 @@ from ..service.logsetup import register_secret
 from .envelopes import ESPAI, unwrap_espai
 from .errors import PlatformError
 from .fields import RawReply, as_dict, as_list, get_bool, get_int, set_fields, wire
+from .lookup import only_named, with_id
 from .transport import TransportClient, TransportOptions, normalise_base_url
 
 DEFAULT_BASE_URL = "https://api.espai2.fun"
@@ -51,8 +52,15 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _as_text(_name: str, value: Any) -> str:
-    return _text(value)
+class TextForm:
+    """Mixin of the request dataclasses: `to_api` is the body of the fields that are set, each as text."""
+
+    def to_api(self) -> dict[str, str]:
+        return set_fields(self, convert=self._field_text)
+
+    def _field_text(self, name: str, value: Any) -> str:
+        """How one field is sent (a subclass changes this for a field that is not plain text)."""
+        return _text(value)
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ class EspAgent(RawReply):
 
 
 @dataclass(frozen=True)
-class EspAgentAdd:
+class EspAgentAdd(TextForm):
     """`equipment/add`: a quota card and a name are required; `copy` clones another agent's config."""
 
     cdkey_id: str
@@ -95,15 +103,12 @@ class EspAgentAdd:
     server_id: str | None = None
     copy: str | None = None
 
-    def to_api(self) -> dict[str, str]:
-        return set_fields(self, convert=_as_text)
-
 
 UPDATE_KEYS = ("name", "cdkey_id", "type", "enable", "model_id", "sort", "server_id", "config")
 
 
 @dataclass(frozen=True)
-class EspAgentUpdate:
+class EspAgentUpdate(TextForm):
     """`equipment/update`: the id plus the fields to change; `config` is an object, sent as a string."""
 
     id: str
@@ -116,10 +121,8 @@ class EspAgentUpdate:
     server_id: str | None = None
     config: dict[str, Any] | None = None
 
-    def to_api(self) -> dict[str, str]:
-        return set_fields(
-            self, convert=lambda name, value: encode_config(value) if name == "config" else _text(value)
-        )
+    def _field_text(self, name: str, value: Any) -> str:
+        return encode_config(value) if name == "config" else _text(value)
 
     def is_empty(self) -> bool:
         return len(self.to_api()) <= 1
@@ -178,7 +181,7 @@ class EspDevice(RawReply):
 
 
 @dataclass(frozen=True)
-class DeviceQuery:
+class DeviceQuery(TextForm):
     """Filters of `devices/list` (all optional); `api_key` is an agent's device key, not the open key."""
 
     name: str | None = None
@@ -191,9 +194,6 @@ class DeviceQuery:
     type: str | None = None
     page: int | None = None
     limit: int | None = None
-
-    def to_api(self) -> dict[str, str]:
-        return set_fields(self, convert=_as_text)
 
 
 @dataclass(frozen=True)
@@ -258,10 +258,7 @@ class EspAiClient(TransportClient):
 
     async def get_agent(self, agent_id: str) -> EspAgent:
         """One agent, found in the list (the platform has no detail call)."""
-        for agent in await self.list_agents():
-            if agent.id == agent_id:
-                return agent
-        raise PlatformError(f"{ESPAI}: no agent with id {agent_id}")
+        return with_id(await self.list_agents(), agent_id, ESPAI)
 
     async def find_agent(self, ref: str) -> EspAgent:
         """The agent with id `ref`, else the one agent named exactly `ref` (from the list)."""
@@ -269,13 +266,10 @@ class EspAiClient(TransportClient):
         for agent in agents:
             if agent.id == ref:
                 return agent
-        named = [agent for agent in agents if agent.name == ref]
-        if len(named) == 1:
-            return named[0]
-        if named:
-            ids = ", ".join(agent.id for agent in named)
-            raise PlatformError(f"{ESPAI}: several agents are named {ref!r} ({ids}); give the id instead")
-        raise PlatformError(f"{ESPAI}: no agent with id or name {ref!r}")
+        named = only_named(agents, ref, lambda agent: agent.name, ESPAI)
+        if named is None:
+            raise PlatformError(f"{ESPAI}: no agent with id or name {ref!r}")
+        return named
 
     async def add_agent(self, agent: EspAgentAdd) -> EspAgent:
         reply = await self._post(self.base_url + "/equipment/add", agent.to_api(), idempotent=False)

@@ -116,13 +116,14 @@ def wire(
     required: str | None = None,
     read: Callable[[dict[str, Any]], Any] | None = None,
     default: Any = MISSING,
+    repr: bool = True,
 ) -> Any:
     """A reply field read from the first of `keys` that holds a usable value (default: its own name).
 
     `required` is the error raised when none does; `read` computes the value from the whole object
-    instead (for fields the platform encodes oddly).
+    instead (for fields the platform encodes oddly); `repr=False` keeps a secret out of the model's repr.
     """
-    return field(default=default, metadata={"keys": keys, "required": required, "read": read})
+    return field(default=default, repr=repr, metadata={"keys": keys, "required": required, "read": read})
 
 
 def camel(name: str) -> str:

@@ -16,9 +16,10 @@ from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 from ..service.logsetup import register_secret
-from .envelopes import unwrap_qiniu, unwrap_qiniu_bare
+from .envelopes import QINIU, unwrap_qiniu, unwrap_qiniu_bare
 from .errors import CredentialMissing, PlatformAPIError, PlatformError
 from .fields import as_dict, as_list, get_int, get_str
+from .lookup import only_named, with_id
 from .mac import is_mac, normalise_mac
 from .qiniu_models import (
     Agent,
@@ -306,10 +307,7 @@ class QiniuClient(TransportClient):
         return dict(agent.extra or {})
 
     async def _listed_agent(self, agent_id: str) -> Agent:
-        for agent in await self.list_agents():
-            if agent.id == agent_id:
-                return agent
-        raise PlatformError(f"Qiniu: no agent with id {agent_id}")
+        return with_id(await self.list_agents(), agent_id, QINIU)
 
     async def resolve_agent(self, ref: str) -> Agent:
         """The agent named by `ref`: a 32-hex id (used as given, no lookup), or an exact, unique name.
@@ -336,12 +334,9 @@ class QiniuClient(TransportClient):
                 ]
         except PlatformError as exc:
             raise AgentLookupError(ref, endpoint, exc) from exc
-        exact = [agent for agent in candidates if agent.agent_name == ref]
-        if len(exact) == 1:
-            return exact[0]
-        if len(exact) > 1:
-            ids = ", ".join(agent.id for agent in exact)
-            raise PlatformError(f"Qiniu: several agents are named {ref!r} ({ids}); give the id instead")
+        exact = only_named(candidates, ref, lambda agent: agent.agent_name, QINIU)
+        if exact is not None:
+            return exact
         near = ", ".join(repr(agent.agent_name) for agent in candidates[:5])
         raise PlatformError(
             f"Qiniu: no agent named {ref!r}" + (f" (names starting so: {near})" if near else "")

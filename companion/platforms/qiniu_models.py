@@ -25,12 +25,9 @@ class LoginResult(ApiModel):
 
     wire_case = "camel"
 
-    token: str = wire(required="Qiniu: the login reply holds no token")
+    token: str = wire(required="Qiniu: the login reply holds no token", repr=False)
     expire_s: int | None = wire("expire")
-    client_hash: str | None = None
-
-    def __repr__(self) -> str:
-        return f"LoginResult(expire_s={self.expire_s!r})"
+    client_hash: str | None = wire(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,10 @@ BIND_ROLE_TYPES = {0: "custom", 1: "template", 2: "single"}
 class TuyaToken:
     """An access token, its single-use refresh token and when it expires (wall clock, seconds)."""
 
-    access_token: str
-    refresh_token: str
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
     expires_at: float
     uid: str = ""
-
-    def __repr__(self) -> str:
-        return f"TuyaToken(expires_at={self.expires_at!r}, uid={self.uid!r})"
 
     def expiring(self, now: float, margin_s: float = 60.0) -> bool:
         return now >= self.expires_at - margin_s

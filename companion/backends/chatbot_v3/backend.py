@@ -22,7 +22,7 @@ import logging
 import socket
 import ssl
 from collections import Counter
-from typing import Any
+from typing import Any, Unpack
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -40,8 +40,7 @@ from ...events import (
     TurnEnded,
     UplinkFormat,
 )
-from ...net.backoff import Backoff
-from ...net.tls import client_context, find_verify_error
+from ...net.tls import client_context
 from ...net.urls import display_url
 from ...protocols.chatbot_v3.client import (
     AgentParams,
@@ -60,9 +59,9 @@ from ...protocols.chatbot_v3.client import (
     upgrade_headers,
 )
 from ...service.logsetup import log_frame
-from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, report_down
-from ..reply_player import ReplyPlayer
-from ..websocket_errors import close_reason, upgrade_failure
+from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, backoff_for, report_down
+from ..reply_player import PlayerBackendOptions, ReplyPlayer
+from ..websocket_errors import close_reason, connect_failure, upgrade_failure
 from ..websocket_io import close_quietly, send_frame
 from .fetcher import TtsFetcher
 from .sessions import (
@@ -116,13 +115,7 @@ class ChatbotV3Backend:
     supports_text = True
 
     def __init__(
-        self,
-        settings: ChatbotV3Settings,
-        sink: EventSink,
-        *,
-        playback_rate: int = 24000,
-        reconnect_max_s: float = 60.0,
-        backoff: Backoff | None = None,
+        self, settings: ChatbotV3Settings, sink: EventSink, **options: Unpack[PlayerBackendOptions]
     ) -> None:
         """Raises ConfigError at once for a missing key or token, or an unsupported upload format."""
         if settings.upload_format != "pcm":
@@ -132,17 +125,17 @@ class ChatbotV3Backend:
             )
         self.settings = settings
         self._sink = sink
-        self.playback_rate = playback_rate
+        self.playback_rate = options.get("playback_rate", 24000)
         self.credential: Credential = resolve_credential(settings)
         warn_unknown_models(settings)
         self.uplink = UplinkFormat("pcm", settings.upload_sample_rate, UPLINK_FRAME_MS)
-        self.backoff = backoff or Backoff(cap=reconnect_max_s)
+        self.backoff = backoff_for(options)
         self.stats: Counter[str] = Counter()
         self.player: ReplyPlayer | None = None
         self._ssl: ssl.SSLContext = client_context("", setting="chatbot_v3")
         self._proto = ClientProtocol()
         self._ws: ClientConnection | None = None
-        self.fetcher = TtsFetcher(settings, playback_rate, self._ssl)
+        self.fetcher = TtsFetcher(settings, self.playback_rate, self._ssl)
         self._ready = False
         self._settled = asyncio.Event()
         self._session_token = settings.session_token
@@ -153,7 +146,7 @@ class ChatbotV3Backend:
             "chat_bot_v3 channel down",
             self.backoff,
             log=log,
-            describe=lambda exc: _describe(exc).replace(
+            describe=lambda exc: connect_failure(exc).replace(
                 self.credential.value, "***"
             ),  # a library may quote the URL
             on_down=self._on_down,
@@ -485,14 +478,3 @@ def warn_unknown_models(settings: ChatbotV3Settings) -> None:
                 value,
                 ", ".join(known),
             )
-
-
-def _describe(exc: BaseException) -> str:
-    verify = find_verify_error(exc)
-    if verify is not None:
-        return f"TLS certificate refused ({verify.verify_message or verify.reason})"
-    if isinstance(exc, OSError):
-        return f"cannot connect ({exc.strerror or exc})"
-    if isinstance(exc, TimeoutError):
-        return "connection timed out"
-    return f"{type(exc).__name__}: {exc}"

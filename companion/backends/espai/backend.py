@@ -17,7 +17,7 @@ import asyncio
 import logging
 import ssl
 from collections import Counter
-from typing import Any
+from typing import Any, Unpack
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -36,8 +36,7 @@ from ...events import (
     TurnEnded,
     UplinkFormat,
 )
-from ...net.backoff import Backoff
-from ...net.tls import client_context, find_verify_error
+from ...net.tls import client_context
 from ...net.urls import display_url
 from ...protocols.espai import (
     DeviceProtocol,
@@ -52,9 +51,9 @@ from ...protocols.espai import (
 )
 from ...protocols.espai.wire import SID_TTS_FN
 from ...service.logsetup import log_frame, register_secret
-from ..reconnect import AuthFailed, ChannelLost, Down, ReconnectLoop, report_down
-from ..reply_player import ReplyPlayer
-from ..websocket_errors import close_reason, upgrade_failure
+from ..reconnect import AuthFailed, ChannelLost, Down, Latch, ReconnectLoop, backoff_for, report_down
+from ..reply_player import PlayerBackendOptions, ReplyPlayer
+from ..websocket_errors import close_reason, connect_failure, upgrade_failure
 from ..websocket_io import close_quietly, send_frame
 from ..xiaozhi.identity import load_identity
 from .sentences import SentenceFeed, sentence_key
@@ -82,16 +81,7 @@ class EspaiBackend:
     name = "espai"
     supports_text = True
 
-    def __init__(
-        self,
-        settings: Settings,
-        sink: EventSink,
-        *,
-        playback_rate: int = 24000,
-        reconnect_max_s: float = 60.0,
-        backoff: Backoff | None = None,
-        device_id: str | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, sink: EventSink, **options: Unpack[PlayerBackendOptions]) -> None:
         """Raises ConfigError at once for a missing URL or an unreadable CA file."""
         self.settings: EspaiDeviceSettings = settings.espai_device
         if not self.settings.url:
@@ -100,23 +90,23 @@ class EspaiBackend:
                 "ws://192.168.1.10:8088"
             )
         self._sink = sink
-        self.playback_rate = playback_rate
+        self.playback_rate = options.get("playback_rate", 24000)
         self.api_key = self.settings.api_key.strip()
         if self.api_key:
             register_secret(self.api_key)  # masked in every log line, the URL's query included
-        self.device_id = device_id if device_id is not None else resolve_device_id(settings)
+        self.device_id = resolve_device_id(settings)
         self.uplink = UplinkFormat("pcm", UPLINK_RATE, UPLINK_FRAME_MS)
-        self.backoff = backoff or Backoff(cap=reconnect_max_s)
+        self.backoff = backoff_for(options)
         self.stats: Counter[str] = Counter()
         self.player: ReplyPlayer | None = None
         self.feed = SentenceFeed(
-            playback_rate, Mp3Limits(self.settings.sentence_max_bytes, 600.0, SENTENCE_TIMEOUT_S)
+            self.playback_rate, Mp3Limits(self.settings.sentence_max_bytes, 600.0, SENTENCE_TIMEOUT_S)
         )
         self._ssl: ssl.SSLContext = client_context(self.settings.tls_ca, setting="espai_device.tls_ca")
         self._proto = DeviceProtocol()
         self._ws: ClientConnection | None = None
         self._ready = False
-        self._planned = False
+        self._planned = Latch()  # the server asked for the reconnect
         self._turns = 0
         self._announced: dict[str, int] = {}  # sentence key → the player's index
         self._reply_end: tuple[str, str] | None = None  # (session id, status) of the reply's end frame
@@ -139,15 +129,11 @@ class EspaiBackend:
 
     async def run(self) -> None:
         """Connect and serve the socket until `close()`, reconnecting with backoff."""
-        await self._reconnect.run(self._serve, take_ready=self._take_ready, planned=self._take_planned)
+        await self._reconnect.run(self._serve, take_ready=self._take_ready, planned=self._planned.take)
 
     def _take_ready(self) -> bool:
         was_ready, self._ready = self._ready, False
         return was_ready
-
-    def _take_planned(self) -> bool:
-        planned, self._planned = self._planned, False
-        return planned
 
     def _on_down(self, down: Down) -> float | None:
         # a refused device or an empty quota does not change in a second
@@ -290,7 +276,7 @@ class EspaiBackend:
         elif isinstance(out, Refused):
             raise AuthFailed(f"the ESP-AI server refused the device ({out.code}: {out.message})")
         elif isinstance(out, ServerClosing):
-            self._planned = True
+            self._planned.set()
             raise ChannelLost(out.reason)
         else:
             if self.player is not None:
@@ -402,12 +388,5 @@ class EspaiBackend:
         await close_quietly(ws, 2.0)
 
     def _describe(self, exc: BaseException) -> str:
-        verify = find_verify_error(exc)
-        if verify is not None:
-            return f"TLS certificate refused ({verify.verify_message or verify.reason})"
-        if isinstance(exc, OSError):
-            return f"cannot connect ({exc.strerror or exc})"
-        if isinstance(exc, TimeoutError):
-            return "connection timed out"
-        text = f"{type(exc).__name__}: {exc}"
+        text = connect_failure(exc)
         return text.replace(self.api_key, "***") if self.api_key else text

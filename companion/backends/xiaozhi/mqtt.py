@@ -225,7 +225,7 @@ class XiaozhiMqttBackend(XiaozhiTransport):
         await self._reconnect.run(self._attempt, take_ready=self._take_ready)
 
     async def _attempt(self) -> str:
-        await self._serve(await self._resolve(self._take_refresh()))
+        await self._serve(await self._resolve(self._refresh.take()))
         return "closed"
 
     def _endpoint_pinned(self) -> bool:

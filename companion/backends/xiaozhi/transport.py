@@ -8,7 +8,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Required, TypedDict, Unpack
+from typing import Required, Unpack
 
 from ...config import AudioSettings, XiaozhiSettings
 from ...events import (
@@ -19,21 +19,18 @@ from ...events import (
     SpeechEnded,
     ToolRequest,
 )
-from ...net.backoff import Backoff
 from ...net.tls import client_context, explain_verify_error, find_verify_error
 from ...protocols.xiaozhi.session import SessionEvent
-from ..reconnect import Down, ReconnectLoop
+from ..reconnect import Down, Latch, ReconnectLoop, ReconnectOptions, backoff_for
 from . import ota
 from .identity import Identity
 
 
-class TransportOptions(TypedDict, total=False):
+class TransportOptions(ReconnectOptions, total=False):
     """What the runtime (or a test) gives a xiaozhi transport besides its settings and event sink."""
 
     identity: Required[Identity]
     audio: AudioSettings | None
-    reconnect_max_s: float
-    backoff: Backoff | None
     ota_reply: ota.OtaReply | None  # a reply the caller already has: the first OTA check is skipped
     on_activation: Callable[[ota.Activation], None] | None
     busy: Callable[[], bool] | None  # the device is mid-turn (a reply still playing): planned reconnects wait
@@ -64,15 +61,13 @@ class XiaozhiTransport:
         ConfigError at once for an unusable `xiaozhi.tls_ca`."""
         identity = options["identity"]
         audio = options.get("audio")
-        backoff = options.get("backoff")
         ota_reply = options.get("ota_reply")
         on_activation = options.get("on_activation")
-        reconnect_max_s = options.get("reconnect_max_s", 60.0)
         self.settings = settings
         self.audio = audio or AudioSettings()
         self._sink = sink
         self.identity = identity
-        self.backoff = backoff or Backoff(cap=reconnect_max_s)
+        self.backoff = backoff_for(options)
         self._ota_reply = ota_reply
         self._on_activation = on_activation
         self._activation_code = ota.activation_reporter(sink, on_activation)  # OTA's on_code
@@ -83,7 +78,7 @@ class XiaozhiTransport:
         self._ready = False
         self._init_id: int | None = None  # the MCP `initialize` request whose answer is awaited
         self._last_activity = 0.0  # monotonic time of the last turn traffic (planned reconnects wait)
-        self._refresh = False  # the next attempt runs the OTA check again (refused credentials)
+        self._refresh = Latch()  # the next attempt runs the OTA check again (refused credentials)
         self._reconnect = ReconnectLoop(
             f"{self.channel_name} down",
             self.backoff,
@@ -107,15 +102,11 @@ class XiaozhiTransport:
         was_ready, self._ready = self._ready, False
         return was_ready
 
-    def _take_refresh(self) -> bool:
-        refresh, self._refresh = self._refresh, False
-        return refresh
-
     def _on_down(self, down: Down) -> None:
         if down.was_ready or down.news:
             self._sink(Disconnected(down.reason, auth_failed=down.auth_failed))
         if down.auth_failed and not self._endpoint_pinned():
-            self._refresh = True
+            self._refresh.set()
             self._log.info("%s", self.refusal_note)
 
     def _forward(self, event: SessionEvent, *, channel_open: bool = True) -> bool:

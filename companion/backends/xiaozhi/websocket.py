@@ -41,7 +41,7 @@ from ...protocols.xiaozhi.session import (
 )
 from ...service.logsetup import log_frame, register_secret
 from ...service.notify import XIAOZHI_TOKEN, read_secret
-from ..reconnect import AuthFailed, ChannelLost, Down
+from ..reconnect import AuthFailed, ChannelLost, Down, Latch
 from ..websocket_errors import close_reason, retired_idle, upgrade_failure
 from ..websocket_io import close_quietly, send_frame
 from . import ota
@@ -153,24 +153,22 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
         self._ws: ClientConnection | None = None
         self._endpoint: ota.WebsocketEndpoint | None = None
         self._auth_failed = False
-        self._planned_reconnect = False
+        self._planned_reconnect = Latch()
         self._retired = False  # the server retired the idle channel: reopen it without a Disconnected
         self._ready_at = 0.0
 
     # ------------------------------------------------------------------ Backend interface
     async def run(self) -> None:
         """Connect and serve the channel forever (until `close()`), reconnecting with backoff."""
-        await self._reconnect.run(self._attempt, take_ready=self._take_ready, planned=self._take_planned)
+        await self._reconnect.run(
+            self._attempt, take_ready=self._take_ready, planned=self._planned_reconnect.take
+        )
 
     async def _attempt(self) -> str:
-        return await self._serve(await self._resolve(self._take_refresh()))
+        return await self._serve(await self._resolve(self._refresh.take()))
 
     def _endpoint_pinned(self) -> bool:
         return bool(self.settings.websocket_url)
-
-    def _take_planned(self) -> bool:
-        planned, self._planned_reconnect = self._planned_reconnect, False
-        return planned
 
     def _on_down(self, down: Down) -> None:
         if self._retired:  # the device stays idle, with no offline cue, while the channel reopens
@@ -330,7 +328,7 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
                 ):
                     self._become_ready("settle time passed")
                 if session.reconnect_wanted and self._turn_over():
-                    self._planned_reconnect = True
+                    self._planned_reconnect.set()
                     return "reconnecting: the agent configuration was updated"
         except ConnectionClosed as exc:
             await self._drain(ws, session, loop.time())
@@ -338,7 +336,8 @@ class XiaozhiWebsocketBackend(XiaozhiTransport):
                 raise AuthFailed(f"{endpoint.url} refused our credentials (认证失败)") from None
             reason = close_reason(exc, MAX_MESSAGE_BYTES)
             if self._ready and retired_idle(exc, time.monotonic() - self._ready_at, self._busy()):
-                self._planned_reconnect = self._retired = True
+                self._planned_reconnect.set()
+                self._retired = True
                 return f"{reason} while idle; reopening it"
             raise ChannelLost(reason) from None
 

@@ -110,18 +110,26 @@ class AgentParams:
 
 
 @dataclass(frozen=True)
-class Ready:
-    """Status 1008: authenticated, turns may start."""
+class StatusNotice:
+    """A status whose only content is the server's message text."""
 
     message: str = ""
 
 
+class Ready(StatusNotice):
+    """Status 1008: authenticated, turns may start."""
+
+
 @dataclass(frozen=True)
-class AuthRejected:
-    """Status 2003 (wrong API key) or 2004 (token invalid or expired)."""
+class StatusError:
+    """A refusing or failing status, with the server's message."""
 
     status: int
     message: str
+
+
+class AuthRejected(StatusError):
+    """Status 2003 (wrong API key) or 2004 (token invalid or expired)."""
 
 
 @dataclass(frozen=True)
@@ -140,26 +148,16 @@ class TurnStopped:
     forced: bool = False
 
 
-@dataclass(frozen=True)
-class NothingRecognised:
+class NothingRecognised(StatusNotice):
     """Status 3001: the server heard no words; the turn ends without a reply."""
 
-    message: str = ""
 
-
-@dataclass(frozen=True)
-class OutOfCredit:
+class OutOfCredit(StatusNotice):
     """Status 3002: the account's points are used up (积分不足)."""
 
-    message: str = ""
 
-
-@dataclass(frozen=True)
-class ServerError:
+class ServerError(StatusError):
     """Status 4006 (or another error status): the server's message."""
-
-    status: int
-    message: str
 
 
 @dataclass(frozen=True)

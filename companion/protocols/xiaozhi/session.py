@@ -341,8 +341,7 @@ class ClientSession:
         if handler is None:
             self._skip(f"unknown:{kind[:40]}", f"server message of unknown type {kind!r} ignored")
             return []
-        events: list[SessionEvent] = handler(msg)
-        return events
+        return handler(msg)
 
     # ------------------------------------------------------------------ message handlers
     def _on_hello(self, msg: dict[str, Any]) -> list[SessionEvent]:
