@@ -118,3 +118,11 @@ def test_start_now_streams_from_this_block_whatever_the_endpointer_heard() -> No
     for _ in utt.hear(bytes(BLOCK * 3)):  # 60 ms of silence: no onset, but it streams
         pass
     assert utt.sent == 3 * BLOCK and uplink.pending() == 1
+
+
+def test_a_stop_with_nothing_streaming_credits_no_bytes() -> None:
+    utt, _uplink, _clock = utterance()
+    utt.start_now()
+    utt.send(bytes(BLOCK * 3))
+    assert utt.stop() == 3 * BLOCK
+    assert utt.stop() == 0  # a second stop (a transcript after the end of speech) sends nothing more

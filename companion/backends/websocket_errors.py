@@ -21,10 +21,8 @@ def connect_failure(exc: BaseException) -> str:
     verify = find_verify_error(exc)
     if verify is not None:
         return f"TLS certificate refused ({verify.verify_message or verify.reason})"
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError):  # TimeoutError included: it is an OSError
         return f"cannot connect ({exc.strerror or exc})"
-    if isinstance(exc, TimeoutError):
-        return "connection timed out"
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..audio.endpointer import Endpointer, Quiet, SpeechBegan, SpeechContinued, SpeechFinished
+from ..audio.endpointer import AudioFrame, Endpointer, SpeechBegan, SpeechFinished
 from .clock import Clock
 from .uplink_streamer import UplinkStreamer
 
@@ -26,7 +26,7 @@ class Utterance:
         """Feed a captured block: the frames of a streaming utterance go up, and each onset and end is
         yielded, in order, so that the caller can start or stop streaming before the next frame."""
         for event in self.endpointer.feed(block):
-            if isinstance(event, SpeechContinued | Quiet):
+            if isinstance(event, AudioFrame):
                 if self.streaming:
                     self.send(event.audio)
             else:
@@ -52,7 +52,10 @@ class Utterance:
         self.sent += self.uplink.feed(pcm)
 
     def stop(self) -> int:
-        """Send the last partial frame and stop streaming; the bytes sent for this utterance."""
+        """Send the last partial frame and stop streaming; the bytes sent for this utterance (0 when none
+        was streaming, so that a stop with nothing going up credits no turn with the last one's bytes)."""
+        if not self.streaming:
+            return self.uplink.finish()
         self.sent += self.uplink.finish()
         self.streaming = False
         return self.sent
