@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from companion.audio.echo import EchoCanceller, FarEnd
+from companion.audio.endpointer import Endpointer, SpeechBegan
 from companion.audio.stream_clock import StreamClock
+from companion.config import VadSettings
 from tests.conftest import make_speech
 from tests.echo_rig import speaker_build
 from tests.peers.pulse import PulseServer
@@ -70,6 +72,42 @@ def test_aec3_removes_a_delayed_echo_of_speech_by_more_than_20_db() -> None:
     cleaned = np.frombuffer(bytes(out), dtype=np.int16).astype(np.float64)
     raw = echo[: len(cleaned)]
     assert 10 * np.log10(np.sum(raw**2) / np.sum(cleaned**2)) >= 20
+
+
+def test_frames_the_canceller_silenced_never_count_as_voice() -> None:
+    """Two frames of a reply's echo leak through, then the canceller zeroes the rest: webrtcvad's own
+    hangover calls the zeroed frames after them voiced (4 of 6: a start), the endpointer does not."""
+    import webrtcvad
+
+    frame = 480  # 30 ms
+    pairs = speech()[: len(speech()) // (2 * frame) * 2 * frame].reshape(-1, 2 * frame).astype(np.float64)
+    loud = speech()[int(np.argmax((pairs**2).sum(axis=1))) * 2 * frame :][: 2 * frame]  # the loudest 60 ms
+    zeros = np.zeros(4 * frame, dtype=np.int16)
+    leak = np.concatenate([np.zeros(6 * frame, dtype=np.int16), loud, zeros])
+    vad = webrtcvad.Vad(VadSettings().aggressiveness)
+    raw = [vad.is_speech(leak[i : i + frame].tobytes(), 16000) for i in range(0, len(leak), frame)]
+    assert sum(raw[6:]) >= VadSettings().start_voiced  # the hangover alone would start speech
+    endpointer = Endpointer(VadSettings(), emit_quiet=True)
+    assert not any(isinstance(e, SpeechBegan) for e in endpointer.feed(leak.tobytes()))
+    assert any(isinstance(e, SpeechBegan) for e in endpointer.feed(speech()[:32000].tobytes()))
+
+
+def began_at(vad: VadSettings, pcm: np.ndarray, block: int = 320) -> float:
+    """Seconds into `pcm` at the end of the 20 ms block in which speech began."""
+    endpointer = Endpointer(vad, emit_quiet=True)
+    for start in range(0, len(pcm), block):
+        if any(isinstance(e, SpeechBegan) for e in endpointer.feed(pcm[start : start + block].tobytes())):
+            return (start + block) / 16000
+    raise AssertionError("no speech start")
+
+
+def test_with_aec_speech_starts_on_5_voiced_of_7_frames_of_20_ms_unless_the_user_set_the_trigger() -> None:
+    aec = VadSettings().effective("aec")
+    assert (aec.frame_ms, aec.start_voiced, aec.start_window) == (20, 5, 7)
+    assert VadSettings(start_voiced=3).effective("aec") == VadSettings(start_voiced=3)
+    assert VadSettings(frame_ms=10).effective("aec") == VadSettings(frame_ms=10)
+    onset = np.concatenate([np.zeros(8000, dtype=np.int16), speech()])
+    assert began_at(VadSettings(), onset) - began_at(aec, onset) >= 0.02  # 100 of 140 ms, not 120 of 180
 
 
 # ---------------------------------------------------------------- the daemon on a speaker build
