@@ -139,9 +139,14 @@ async def test_with_aec_the_users_voice_over_the_reply_barges_in(
     pulse: PulseServer, voice: Path, tmp_path: Path
 ) -> None:
     async with speaker_build(pulse, tmp_path / "state", "aec") as rig:
-        latency = await rig.barge_in(ASSET, voice)
-    assert latency is not None, rig.daemon.output()
-    assert latency <= 1.0  # the 300 ms target is measured by bench/bench_aec.py
+        # A reply that stopped itself on its own echo before the voice came proves nothing here (the test
+        # above allows one of three on this shared machine): then the voice goes over a second reply.
+        tries = [await rig.barge_in(ASSET, voice)]
+        if not tries[0].playing:
+            tries.append(await rig.barge_in(ASSET, voice))
+    assert tries[-1].playing, f"both replies stopped before the voice began: {tries}\n{rig.daemon.output()}"
+    assert tries[-1].latency_s is not None, f"{tries}\n{rig.daemon.output()}"
+    assert tries[-1].latency_s <= 1.0  # the 300 ms target is measured by bench/bench_aec.py
 
 
 @pytest.mark.audio
@@ -164,7 +169,8 @@ async def test_without_aec_the_microphone_is_closed_while_the_device_speaks(
     async with speaker_build(pulse, tmp_path / "state", "none") as rig:
         assert "mic closed" in rig.daemon.output() or "microphone is closed" in rig.daemon.output()
         assert await rig.reply_heard_only_by_the_user(ASSET), rig.daemon.output()
-        assert await rig.barge_in(ASSET, voice) is None
+        talked_over = await rig.barge_in(ASSET, voice)
+    assert talked_over.playing and talked_over.latency_s is None, f"{talked_over}\n{rig.daemon.output()}"
 
 
 # ---------------------------------------------------------------- companion doctor
