@@ -210,7 +210,8 @@ class WakeWordSettings:
     )
     sliding_window: int = setting(
         0,
-        "probabilities averaged before the cutoff; 0 = the model's own (its manifest, or 1 for openwakeword)",
+        "probabilities averaged before the cutoff; 0 = 3 for the built-in microwakeword models, a custom "
+        "model's own (its manifest), 1 for openwakeword",
         minimum=0,
         maximum=100,
     )
