@@ -10,9 +10,10 @@ the speaker's output comes back into the microphone 100 ms later, 6 dB quieter.
   reply: how many of `tries` interrupted it, and the voice's onset → `abort` at the server (p50 / p95 /
   max). The onset is where the voice really begins in the microphone's capture (tests/echo_rig.py
   `MicTap`: the test's own capture of the same source, correlated with the clip), not when paplay was
-  launched: `aec_barge_in_latency_from_player_launch_ms` is the older measure, ~60 ms more.
-  `aec_barge_in_stages_ms_p50`: paplay's start-up, the onset → the daemon's decision (its log line:
-  AEC3's double-talk onset and the voice detector's start trigger), the decision → the server.
+  launched: `aec_barge_in_latency_from_player_launch_ms` is the older measure, ~60 ms more (paplay's
+  start-up and the 55 ms of silence espeak-ng puts before the voice). `aec_barge_in_stages_ms_p50`: the
+  launch → the onset, the onset → the daemon's decision (its log line: AEC3's double-talk onset and the
+  voice detector's start trigger), the decision → the server.
 - `aec_replies_interrupting_themselves_in_the_barge_in_tries`: voice barge-ins no voice caused during the
   barge-in tries (mostly the barge-in turn's own reply, which plays right after an interrupted one).
 """
@@ -136,12 +137,12 @@ async def _daemon(pulse: Any, replies: int, tries: int) -> dict[str, Any]:
     }
     if latencies:
         figures["aec_barge_in_latency_ms"] = _ms(latencies)
-        # the same from when paplay was launched, as measured before (its start-up included)
-        launched = [r.startup_s + r.latency_s for r in results if r.latency_s is not None]
+        # the same from when paplay was launched, as measured before
+        launched = [r.lead_s + r.latency_s for r in results if r.latency_s is not None]
         figures["aec_barge_in_latency_from_player_launch_ms"] = _ms(launched)
         stages = [(r.decided_s, r.latency_s) for r in results if r.decided_s is not None and r.latency_s]
         figures["aec_barge_in_stages_ms_p50"] = {
-            "player_start_up": round(1000 * float(np.median([r.startup_s for r in results])), 1),
+            "launch_to_onset": round(1000 * float(np.median([r.lead_s for r in results])), 1),
             "onset_to_decision": round(1000 * float(np.median([d for d, _ in stages])), 1),
             "decision_to_server": round(1000 * float(np.median([lat - d for d, lat in stages])), 1),
         }

@@ -88,8 +88,8 @@ def _phrase_end(clip: np.ndarray) -> int:
 
 
 def _latency_clips(every_voice: bool) -> list[np.ndarray]:
-    """"alexa" as the latency trials say it: 4 voices at espeak's default speed, each three times (the
-    figure kept since the first measurement), or once in every voice at every speed."""
+    """The word "alexa" as the latency trials say it: 4 voices at espeak's default speed, each three
+    times (the figure kept since the first measurement), or once in every voice at every speed."""
     from tests.wake_corpus import SPEEDS, VOICES, speak
 
     if every_voice:

@@ -62,8 +62,8 @@ class MicTap:
     """The microphone the daemon hears, captured in this process as well (a second client of the same
     source), each block with the time its first sample was captured (PortAudio's converter time, on the
     clock the daemon's canceller uses). `onset` finds when a clip played into the microphone really
-    began to be heard: a player's start-up (paplay takes ~60 ms before its first sample is in the
-    capture) is then not counted as the device's latency."""
+    began to be heard: what comes before (the player's start-up, a few ms, and the clip's own silence
+    before the voice: 55 ms in espeak-ng's "Please stop now") is then not counted as the device's."""
 
     def __init__(self, keep_s: float = 30.0) -> None:
         self._blocks: collections.deque[tuple[float, np.ndarray]] = collections.deque(maxlen=int(keep_s * 50))
@@ -129,7 +129,7 @@ class BargeIn:
 
     playing: bool  # the reply was still playing when the voice began (it had not stopped itself)
     latency_s: float | None  # the voice's onset in the microphone → `abort` at the server; None: no abort
-    startup_s: float  # the player launched → the voice's onset in the microphone (not the device's)
+    lead_s: float  # the player launched → the voice's onset in the microphone (not the device's)
     decided_s: float | None = None  # the onset → the daemon's "voice barge-in" log line (ms stamps)
 
 
