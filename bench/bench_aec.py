@@ -7,8 +7,15 @@ the speaker's output comes back into the microphone 100 ms later, 6 dB quieter.
   for each. `aec_erle_aec3_db` is the canceller alone, before echo residue is silenced.
 - `aec_self_triggers`: replies (of `replies`, mic open) that started a barge-in or a turn by themselves.
 - `aec_barge_in_rate` / `aec_barge_in_latency_ms`: the user's voice (espeak-ng) mixed in 0.6 s into a
-  reply: how many of `tries` interrupted it, and voice onset → `abort` at the server (p50 / p95 / max;
-  includes paplay's start-up, so it over-estimates).
+  reply: how many of `tries` interrupted it, and the voice's onset → `abort` at the server (p50 / p95 /
+  max). The onset is where the voice really begins in the microphone's capture (tests/echo_rig.py
+  `MicTap`: the test's own capture of the same source, correlated with the clip), not when paplay was
+  launched: `aec_barge_in_latency_from_player_launch_ms` is the older measure, ~60 ms more (paplay's
+  start-up and the 55 ms of silence espeak-ng puts before the voice). `aec_barge_in_stages_ms_p50`: the
+  launch → the onset, the onset → the daemon's decision (its log line: AEC3's double-talk onset and the
+  voice detector's start trigger), the decision → the server.
+- `aec_replies_interrupting_themselves_in_the_barge_in_tries`: voice barge-ins no voice caused during the
+  barge-in tries (mostly the barge-in turn's own reply, which plays right after an interrupted one).
 """
 
 from __future__ import annotations
@@ -101,6 +108,15 @@ def _voice(folder: Path) -> Path:
     return out
 
 
+def _ms(values: list[float]) -> dict[str, float]:
+    ms = np.array(values) * 1000
+    return {
+        "p50": round(float(np.percentile(ms, 50)), 1),
+        "p95": round(float(np.percentile(ms, 95)), 1),
+        "max": round(float(ms.max()), 1),
+    }
+
+
 async def _daemon(pulse: Any, replies: int, tries: int) -> dict[str, Any]:
     from tests.echo_rig import speaker_build
 
@@ -108,18 +124,27 @@ async def _daemon(pulse: Any, replies: int, tries: int) -> dict[str, Any]:
         voice = _voice(Path(folder))
         async with speaker_build(pulse, Path(folder) / "state", "aec", DELAY_MS, GAIN_DB) as rig:
             clean = [await rig.reply_heard_only_by_the_user(ASSET) for _ in range(replies)]
-            latencies = [await rig.barge_in(ASSET, voice) for _ in range(tries)]
-    heard = np.array([lat for lat in latencies if lat is not None]) * 1000
+            results = [await rig.barge_in(ASSET, voice) for _ in range(tries)]
+            after_barge_in = rig.barge_ins_not_by_the_user()
+    latencies = [r.latency_s for r in results if r.latency_s is not None]
     figures: dict[str, Any] = {
         "aec_self_triggers": clean.count(False),
         "aec_self_trigger_replies": replies,
-        "aec_barge_in_rate": f"{len(heard)}/{tries}",
+        "aec_barge_in_rate": f"{len(latencies)}/{tries}",
+        # a try's reply that had stopped (on its own echo) before the voice began counts as missed above
+        "aec_barge_in_replies_stopped_before_the_voice": sum(not r.playing for r in results),
+        "aec_replies_interrupting_themselves_in_the_barge_in_tries": after_barge_in,
     }
-    if len(heard):
-        figures["aec_barge_in_latency_ms"] = {
-            "p50": round(float(np.percentile(heard, 50)), 1),
-            "p95": round(float(np.percentile(heard, 95)), 1),
-            "max": round(float(heard.max()), 1),
+    if latencies:
+        figures["aec_barge_in_latency_ms"] = _ms(latencies)
+        # the same from when paplay was launched, as measured before
+        launched = [r.lead_s + r.latency_s for r in results if r.latency_s is not None]
+        figures["aec_barge_in_latency_from_player_launch_ms"] = _ms(launched)
+        stages = [(r.decided_s, r.latency_s) for r in results if r.decided_s is not None and r.latency_s]
+        figures["aec_barge_in_stages_ms_p50"] = {
+            "launch_to_onset": round(1000 * float(np.median([r.lead_s for r in results])), 1),
+            "onset_to_decision": round(1000 * float(np.median([d for d, _ in stages])), 1),
+            "decision_to_server": round(1000 * float(np.median([lat - d for d, lat in stages])), 1),
         }
     return figures
 

@@ -87,8 +87,21 @@ def _phrase_end(clip: np.ndarray) -> int:
     return int(loud[-1]) + 1
 
 
-async def _latency() -> list[float]:
-    """End of the wake phrase (as captured) → `listen detect` received by the echo server, in ms."""
+def _latency_clips(every_voice: bool) -> list[np.ndarray]:
+    """The word "alexa" as the latency trials say it: 4 voices at espeak's default speed, each three
+    times (the figure kept since the first measurement), or once in every voice at every speed."""
+    from tests.wake_corpus import SPEEDS, VOICES, speak
+
+    if every_voice:
+        return [speak("alexa", voice, speed) for voice in VOICES for speed in SPEEDS]
+    return [speak("alexa", VOICES[trial % 4]) for trial in range(LATENCY_TRIALS)]
+
+
+async def _latency(clips: list[np.ndarray]) -> list[dict[str, float]]:
+    """Per trial, in ms: `total`, the end of the wake phrase (as captured) → `listen detect` received by
+    the echo server; `detector`, that end → the end of the capture block in which the detector fired
+    (audio time: the model's own delay and the wait for the block); `to_server`, that block handed over
+    → `listen detect` received (the trigger, the conversation, the websocket)."""
     from companion.audio.endpointer import Endpointer
     from companion.audio.speaker import WavSpeaker
     from companion.config import Settings, XiaozhiSettings
@@ -97,7 +110,7 @@ async def _latency() -> list[float]:
     from companion.daemon.wake import WakeTrigger
     from companion.events import DeviceState, TurnEnded
     from tests.peers.xiaozhi_echo import EchoPeer
-    from tests.wake_corpus import VOICES, silence, speak
+    from tests.wake_corpus import silence
 
     async with EchoPeer(port=0) as server:
         with tempfile.TemporaryDirectory() as tmp:
@@ -119,31 +132,34 @@ async def _latency() -> list[float]:
             trigger = WakeTrigger(build_detector(settings.wake_word), conv, settings.wake_word)
             tasks = [asyncio.create_task(backend.run()), asyncio.create_task(conv.run()),
                      asyncio.create_task(trigger.run())]  # fmt: skip
-            latencies: list[float] = []
+            trials: list[dict[str, float]] = []
             try:
                 await asyncio.wait_for(conv.wait_for_state(DeviceState.IDLE), 10)
                 loop = asyncio.get_running_loop()
-                for trial in range(LATENCY_TRIALS):
-                    wake = speak("alexa", VOICES[trial % 4])
+                for wake in clips:
                     clip = np.concatenate([silence(1.0), wake, silence(1.5)]).tobytes()
                     end_sample = 16000 + _phrase_end(wake)
                     seen = sum(len(r.received) for r in server.records)
-                    t_end = None
+                    t_end = fired = None
                     due = loop.time()
                     for start in range(0, len(clip), 1920):
                         block = clip[start : start + 1920]
+                        captured = time.monotonic()  # the block is handed over as the capture yields it
+                        detections = trigger.detections
                         trigger.feed(block)
                         conv.on_audio(block)
-                        captured = time.monotonic()
                         block_end = (start + len(block)) // 2
                         if t_end is None and block_end >= end_sample:
                             t_end = captured - (block_end - end_sample) / 16000
+                        if fired is None and trigger.detections > detections:
+                            fired = (captured, 1000 * (block_end - end_sample) / 16000)
                         due += 0.06
                         await asyncio.sleep(max(0.0, due - loop.time()))
                     received = [item for r in server.records for item in r.received][seen:]
                     detects = [t for t, text in received if '"detect"' in text]
-                    if detects and t_end is not None:
-                        latencies.append(1000 * (detects[0] - t_end))
+                    if detects and t_end is not None and fired is not None:
+                        trials.append({"total": 1000 * (detects[0] - t_end), "detector": fired[1],
+                                       "to_server": 1000 * (detects[0] - fired[0])})  # fmt: skip
                     conv.on_backend_event(TurnEnded("bench"))  # back to idle for the next trial
                     await asyncio.wait_for(conv.wait_for_state(DeviceState.IDLE), 5)
             finally:
@@ -152,7 +168,33 @@ async def _latency() -> list[float]:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await backend.close()
                 await speaker.shutdown()
-            return latencies
+            return trials
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1)
+
+
+def latency_figures() -> dict[str, Any]:
+    """The wake-word latency over the usual trials (the target's figure, with where its time goes), and
+    over every voice and speed."""
+    figures: dict[str, Any] = {}
+    trials = asyncio.run(_latency(_latency_clips(every_voice=False)))
+    figures["wake_latency_trials"] = f"{len(trials)} of {LATENCY_TRIALS}"
+    if trials:
+        total = [t["total"] for t in trials]
+        figures["wake_latency_ms_p50"] = round(statistics.median(total), 1)
+        figures["wake_latency_ms_p95"] = _p95(total)
+        stages = {stage: [t[stage] for t in trials] for stage in ("detector", "to_server")}
+        figures["wake_latency_stages_ms_p50"] = {k: round(statistics.median(v), 1) for k, v in stages.items()}
+    clips = _latency_clips(every_voice=True)
+    every = [t["total"] for t in asyncio.run(_latency(clips))]
+    figures["wake_latency_every_voice_trials"] = f"{len(every)} of {len(clips)}"
+    if every:
+        figures["wake_latency_every_voice_ms_p50"] = round(statistics.median(every), 1)
+        figures["wake_latency_every_voice_ms_p95"] = _p95(every)
+    return figures
 
 
 async def _daemon_cpu(pulse: Any, trigger: str, speech_wav: Path | None) -> float:
@@ -236,37 +278,41 @@ def _gated_rate() -> tuple[int, int]:
     return asyncio.run(run())
 
 
-def measure() -> dict[str, Any]:
+PARTS = ("detection", "latency", "cpu")
+
+
+def measure(parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
+    """The figures of `parts` (all by default; `python -m bench.bench_wake latency` runs one part)."""
     from tests.peers.pulse import pulse_environment
     from tests.wake_corpus import noise, other_speech
 
     figures: dict[str, Any] = {}
-    for engine in ("microwakeword", "openwakeword"):
-        figures.update(detection(engine))
-    speech = other_speech(FALSE_ACCEPT_SPEECH_S, seed=11)
-    background = np.concatenate([noise(FALSE_ACCEPT_NOISE_S / 2, seed=3),
-                                 noise(FALSE_ACCEPT_NOISE_S / 2, seed=4, kind="white")])  # fmt: skip
-    for engine in ("microwakeword", "openwakeword"):
-        figures.update(false_accepts(engine, speech, background))
-    latencies = asyncio.run(_latency())
-    figures["wake_latency_trials"] = f"{len(latencies)} of {LATENCY_TRIALS}"
-    if latencies:
-        ordered = sorted(latencies)
-        figures["wake_latency_ms_p50"] = round(statistics.median(ordered), 1)
-        figures["wake_latency_ms_p95"] = round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1)
-    hits, total = _gated_rate()
-    figures["wake_detect_rate_through_trigger"] = round(hits / total, 3)
-    with pulse_environment() as server, tempfile.TemporaryDirectory() as tmp:
-        talk = _write_wav(Path(tmp) / "talk.wav", other_speech(IDLE_SECONDS + 4, seed=5))
-        for trigger in ("button", "wake_word"):
-            name = "button_trigger" if trigger == "button" else "wake_word"
-            idle = asyncio.run(_daemon_cpu(server, trigger, None))
-            figures[f"idle_cpu_percent_{name}"] = round(idle, 2)
-            figures[f"speech_cpu_percent_{name}"] = round(asyncio.run(_daemon_cpu(server, trigger, talk)), 2)
+    if "detection" in parts:
+        for engine in ("microwakeword", "openwakeword"):
+            figures.update(detection(engine))
+        speech = other_speech(FALSE_ACCEPT_SPEECH_S, seed=11)
+        background = np.concatenate([noise(FALSE_ACCEPT_NOISE_S / 2, seed=3),
+                                     noise(FALSE_ACCEPT_NOISE_S / 2, seed=4, kind="white")])  # fmt: skip
+        for engine in ("microwakeword", "openwakeword"):
+            figures.update(false_accepts(engine, speech, background))
+        hits, total = _gated_rate()
+        figures["wake_detect_rate_through_trigger"] = round(hits / total, 3)
+    if "latency" in parts:
+        figures.update(latency_figures())
+    if "cpu" in parts:
+        with pulse_environment() as server, tempfile.TemporaryDirectory() as tmp:
+            talk = _write_wav(Path(tmp) / "talk.wav", other_speech(IDLE_SECONDS + 4, seed=5))
+            for trigger in ("button", "wake_word"):
+                name = "button_trigger" if trigger == "button" else "wake_word"
+                idle = asyncio.run(_daemon_cpu(server, trigger, None))
+                figures[f"idle_cpu_percent_{name}"] = round(idle, 2)
+                speech_cpu = asyncio.run(_daemon_cpu(server, trigger, talk))
+                figures[f"speech_cpu_percent_{name}"] = round(speech_cpu, 2)
     return figures
 
 
 if __name__ == "__main__":
     import json
+    import sys
 
-    print(json.dumps(measure(), indent=2, ensure_ascii=False))
+    print(json.dumps(measure(tuple(sys.argv[1:]) or PARTS), indent=2, ensure_ascii=False))

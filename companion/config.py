@@ -134,7 +134,11 @@ class VadSettings:
     aggressiveness: int = setting(2, "webrtcvad aggressiveness, 0 (least) to 3 (most)", minimum=0, maximum=3)
     frame_ms: int = setting(30, "VAD frame length", choices=(10, 20, 30))
     start_voiced: int = setting(
-        4, "speech starts when this many of the last start_window frames are voiced", minimum=1, maximum=50
+        4,
+        "speech starts when this many of the last start_window frames are voiced (with audio.echo = 'aec' "
+        "and frame_ms, start_voiced and start_window all left as they are: 5 of 7 frames of 20 ms)",
+        minimum=1,
+        maximum=50,
     )
     start_window: int = setting(6, "frames looked at for the start trigger", minimum=1, maximum=50)
     hangover_ms: int = setting(700, "silence that ends speech", minimum=100, maximum=5000)
@@ -147,7 +151,15 @@ class VadSettings:
     )
 
     def effective(self, echo: str) -> VadSettings:
-        """The settings the endpointer runs with for this echo path (close-talk tuning for headsets)."""
+        """The settings the endpointer runs with for this echo path: close-talk tuning for headsets; with
+        aec, the default start trigger in 20 ms frames (the capture's blocks), 5 voiced of 7, so the
+        user's voice over a reply is noticed sooner (docs/echo.md has the measurements)."""
+        if echo == "aec":
+            default = VadSettings()
+            start = (self.frame_ms, self.start_voiced, self.start_window)
+            if start != (default.frame_ms, default.start_voiced, default.start_window):
+                return self  # set by the user: used as given
+            return dataclasses.replace(self, frame_ms=20, start_voiced=5, start_window=7)
         if echo != "headset" or not self.close_talk:
             return self
         return dataclasses.replace(
@@ -198,7 +210,8 @@ class WakeWordSettings:
     )
     sliding_window: int = setting(
         0,
-        "probabilities averaged before the cutoff; 0 = the model's own (its manifest, or 1 for openwakeword)",
+        "probabilities averaged before the cutoff; 0 = 3 for the built-in microwakeword models, a custom "
+        "model's own (its manifest), 1 for openwakeword",
         minimum=0,
         maximum=100,
     )

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from companion.audio.echo import EchoCanceller, FarEnd
+from companion.audio.endpointer import Endpointer, SpeechBegan
 from companion.audio.stream_clock import StreamClock
+from companion.config import VadSettings
 from tests.conftest import make_speech
 from tests.echo_rig import speaker_build
 from tests.peers.pulse import PulseServer
@@ -72,6 +74,42 @@ def test_aec3_removes_a_delayed_echo_of_speech_by_more_than_20_db() -> None:
     assert 10 * np.log10(np.sum(raw**2) / np.sum(cleaned**2)) >= 20
 
 
+def test_frames_the_canceller_silenced_never_count_as_voice() -> None:
+    """Two frames of a reply's echo leak through, then the canceller zeroes the rest: webrtcvad's own
+    hangover calls the zeroed frames after them voiced (4 of 6: a start), the endpointer does not."""
+    import webrtcvad
+
+    frame = 480  # 30 ms
+    pairs = speech()[: len(speech()) // (2 * frame) * 2 * frame].reshape(-1, 2 * frame).astype(np.float64)
+    loud = speech()[int(np.argmax((pairs**2).sum(axis=1))) * 2 * frame :][: 2 * frame]  # the loudest 60 ms
+    zeros = np.zeros(4 * frame, dtype=np.int16)
+    leak = np.concatenate([np.zeros(6 * frame, dtype=np.int16), loud, zeros])
+    vad = webrtcvad.Vad(VadSettings().aggressiveness)
+    raw = [vad.is_speech(leak[i : i + frame].tobytes(), 16000) for i in range(0, len(leak), frame)]
+    assert sum(raw[6:]) >= VadSettings().start_voiced  # the hangover alone would start speech
+    endpointer = Endpointer(VadSettings(), emit_quiet=True)
+    assert not any(isinstance(e, SpeechBegan) for e in endpointer.feed(leak.tobytes()))
+    assert any(isinstance(e, SpeechBegan) for e in endpointer.feed(speech()[:32000].tobytes()))
+
+
+def began_at(vad: VadSettings, pcm: np.ndarray, block: int = 320) -> float:
+    """Seconds into `pcm` at the end of the 20 ms block in which speech began."""
+    endpointer = Endpointer(vad, emit_quiet=True)
+    for start in range(0, len(pcm), block):
+        if any(isinstance(e, SpeechBegan) for e in endpointer.feed(pcm[start : start + block].tobytes())):
+            return (start + block) / 16000
+    raise AssertionError("no speech start")
+
+
+def test_with_aec_speech_starts_on_5_voiced_of_7_frames_of_20_ms_unless_the_user_set_the_trigger() -> None:
+    aec = VadSettings().effective("aec")
+    assert (aec.frame_ms, aec.start_voiced, aec.start_window) == (20, 5, 7)
+    assert VadSettings(start_voiced=3).effective("aec") == VadSettings(start_voiced=3)
+    assert VadSettings(frame_ms=10).effective("aec") == VadSettings(frame_ms=10)
+    onset = np.concatenate([np.zeros(8000, dtype=np.int16), speech()])
+    assert began_at(VadSettings(), onset) - began_at(aec, onset) >= 0.02  # 100 of 140 ms, not 120 of 180
+
+
 # ---------------------------------------------------------------- the daemon on a speaker build
 
 
@@ -101,9 +139,14 @@ async def test_with_aec_the_users_voice_over_the_reply_barges_in(
     pulse: PulseServer, voice: Path, tmp_path: Path
 ) -> None:
     async with speaker_build(pulse, tmp_path / "state", "aec") as rig:
-        latency = await rig.barge_in(ASSET, voice)
-    assert latency is not None, rig.daemon.output()
-    assert latency <= 1.0  # the 300 ms target is measured by bench/bench_aec.py
+        # A reply that stopped itself on its own echo before the voice came proves nothing here (the test
+        # above allows one of three on this shared machine): then the voice goes over a second reply.
+        tries = [await rig.barge_in(ASSET, voice)]
+        if not tries[0].playing:
+            tries.append(await rig.barge_in(ASSET, voice))
+    assert tries[-1].playing, f"both replies stopped before the voice began: {tries}\n{rig.daemon.output()}"
+    assert tries[-1].latency_s is not None, f"{tries}\n{rig.daemon.output()}"
+    assert tries[-1].latency_s <= 1.0  # the 300 ms target is measured by bench/bench_aec.py
 
 
 @pytest.mark.audio
@@ -126,7 +169,8 @@ async def test_without_aec_the_microphone_is_closed_while_the_device_speaks(
     async with speaker_build(pulse, tmp_path / "state", "none") as rig:
         assert "mic closed" in rig.daemon.output() or "microphone is closed" in rig.daemon.output()
         assert await rig.reply_heard_only_by_the_user(ASSET), rig.daemon.output()
-        assert await rig.barge_in(ASSET, voice) is None
+        talked_over = await rig.barge_in(ASSET, voice)
+    assert talked_over.playing and talked_over.latency_s is None, f"{talked_over}\n{rig.daemon.output()}"
 
 
 # ---------------------------------------------------------------- companion doctor

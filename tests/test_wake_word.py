@@ -72,6 +72,33 @@ def test_the_refractory_time_holds_a_repeated_wake_word_to_one_detection() -> No
     assert heard(WakeWordSettings(models=["alexa"], refractory_s=0.2), twice) == ["alexa", "alexa"]
 
 
+def fired_at(settings: WakeWordSettings, pcm: np.ndarray) -> int:
+    """The sample at which the detector fired, fed 10 ms at a time."""
+    found = detect_all(build_detector(settings), pcm.tobytes(), block_bytes=320)
+    assert len(found) == 1
+    return found[0].end_sample
+
+
+def test_the_built_in_models_average_3_scores_and_fire_60_ms_sooner_than_their_manifests_5() -> None:
+    clip = padded(speak("alexa"))
+    own = fired_at(WakeWordSettings(models=["alexa"]), clip)
+    manifest = fired_at(WakeWordSettings(models=["alexa"], sliding_window=5), clip)
+    assert manifest - own == 2 * 480  # two 30 ms scores fewer to average
+
+
+def test_a_custom_microwakeword_model_keeps_its_manifests_window(tmp_path: Path) -> None:
+    import pymicro_wakeword
+
+    models = Path(pymicro_wakeword.__file__).parent / "models"
+    shutil.copy(models / "alexa.tflite", tmp_path / "mine.tflite")
+    manifest = json.loads((models / "alexa.json").read_text())
+    manifest.update(model="mine.tflite")
+    (tmp_path / "mine.json").write_text(json.dumps(manifest))
+    clip = padded(speak("alexa"))
+    custom = fired_at(WakeWordSettings(models=[str(tmp_path / "mine.json")]), clip)
+    assert custom == fired_at(WakeWordSettings(models=["alexa"], sliding_window=5), clip)
+
+
 def test_a_custom_microwakeword_model_loads_by_path_and_names_its_phrase(tmp_path: Path) -> None:
     import pymicro_wakeword
 
@@ -277,18 +304,31 @@ async def test_the_wake_word_over_a_reply_interrupts_it_only_when_the_mic_is_ope
 
 
 class CountingDetector:
-    """A detector that counts the samples it is given, around a real one."""
+    """A detector that counts the samples it is given, around a real one; `ends` holds, for every
+    block, the samples given since the last reset once the block is in."""
 
     def __init__(self, inner: WakeWordDetector) -> None:
         self.inner = inner
         self.engine, self.phrases, self.light = inner.engine, inner.phrases, inner.light
+        self.first_step, self.step = inner.first_step, inner.step
         self.samples = 0
+        self.since_reset = 0
+        self.ends: list[int] = []
+        self.heard = bytearray()  # what it was given since the last reset
+        self.fired: list[int] = []  # the samples given since the last reset when it fired
 
     def feed(self, pcm: bytes) -> list[Detection]:
         self.samples += len(pcm) // 2
-        return self.inner.feed(pcm)
+        self.since_reset += len(pcm) // 2
+        self.ends.append(self.since_reset)
+        self.heard += pcm
+        found = self.inner.feed(pcm)
+        self.fired += [self.since_reset] * len(found)
+        return found
 
     def reset(self) -> None:
+        self.since_reset = 0
+        self.heard.clear()
         self.inner.reset()
 
 
@@ -305,6 +345,36 @@ async def test_the_detector_sleeps_through_silence_and_still_hears_the_wake_word
         capture(conv, trigger, np.concatenate([silence(10.0), speak("alexa"), silence(1.0)]))
         assert trigger.detections == 1 and conv.state is S.LISTENING
         assert detector.samples < 4.0 * RATE  # of 11.8 s: the lead-in, the word and the tail after it
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_with_60_ms_blocks_the_models_score_just_before_each_block_ends() -> None:
+    """The lead-in is cut so that a score falls at the end of a block: a wake word scored is acted on
+    at once, not up to a block (60 ms) later."""
+    from companion.daemon.wake import ALIGN_MARGIN
+
+    conv = Conversation(RecordingBackend(), RecordingSink(), Endpointer(VadSettings(), emit_quiet=True),
+                        AudioSettings(codec="pcm"), trigger="wake_word", clock=ManualClock())  # fmt: skip
+    settings = WakeWordSettings(models=["alexa"])
+    detector = CountingDetector(build_detector(settings))
+    assert (detector.first_step, detector.step) == (800, 480)  # 30 ms window, then a score every 30 ms
+    trigger = WakeTrigger(detector, conv, settings)
+    conv.on_backend_event(Connected())
+    task = asyncio.create_task(conv.run())
+    try:
+        mic = np.concatenate([silence(3.0), speak("alexa"), silence(0.5)])
+        capture(conv, trigger, mic[: len(mic) // 960 * 960])  # whole 60 ms blocks
+        assert trigger.detections == 1
+        assert len(detector.ends) > 10
+        for end in detector.ends:
+            assert (end - detector.first_step - ALIGN_MARGIN) % detector.step == 0, detector.ends
+        # The same audio fed 10 ms at a time fires at the very score: the trigger saw it at most one
+        # score later (the first of a block's two), never a whole block later.
+        scored = detect_all(build_detector(settings), bytes(detector.heard), block_bytes=320)
+        assert len(scored) == 1
+        assert detector.fired[0] - scored[0].end_sample in (ALIGN_MARGIN, detector.step + ALIGN_MARGIN)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -69,6 +69,7 @@ class Endpointer:
         self._vad = webrtcvad.Vad(settings.aggressiveness)
         self._rate = sample_rate
         self._frame_bytes = sample_rate * settings.frame_ms // 1000 * 2
+        self._silent = bytes(self._frame_bytes)
         frame_ms = settings.frame_ms
         self._window: collections.deque[bool] = collections.deque(maxlen=settings.start_window)
         keep = max(settings.preroll_ms // frame_ms, settings.start_window)
@@ -109,7 +110,9 @@ class Endpointer:
         return events
 
     def _frame(self, frame: bytes, events: list[EndpointEvent]) -> None:
-        voiced = self._vad.is_speech(frame, self._rate)
+        # An all-zero frame is silence (the echo canceller zeroes what is left of the reply's echo), though
+        # webrtcvad's own hangover calls the two frames after a voiced one voiced: two leaked frames made 4.
+        voiced = self._vad.is_speech(frame, self._rate) and frame != self._silent
         self.voice_active = voiced
         if not self.in_speech:
             self._window.append(voiced)

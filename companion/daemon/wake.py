@@ -34,6 +34,10 @@ KEPT_S = 3.0  # audio kept for the pre-roll and for blocks still on their way th
 BACKLOG_BLOCKS = 50  # blocks waiting for the detector (3 s at 60 ms); the oldest is dropped beyond it
 GATE_LEAD_S = 1.0  # when voice begins, the detector first hears this much from before it
 GATE_TAIL_S = 1.5  # and runs on this long after the last voiced frame (a model fires ~0.3 s after the word)
+# The lead-in is cut so that the models score this many samples before the end of a block: a score is
+# then acted on when it is made rather than up to a block later (a resampled device's blocks vary by a
+# sample or two).
+ALIGN_MARGIN = 32
 MIC_CLOSED = (DeviceState.CONNECTING, DeviceState.OFFLINE, DeviceState.ERROR, DeviceState.ACTIVATING)
 
 
@@ -95,7 +99,7 @@ class WakeTrigger:
             return
         pcm, reset = block, self._gap
         if self._gap:  # waking: first the lead-in before the voice onset, kept while the detector slept
-            lead = min(self._lead_room, int(GATE_LEAD_S * RATE))
+            lead = self._aligned(min(self._lead_room, int(GATE_LEAD_S * RATE)), n)
             pcm = b"".join(self._between(self._fed - n - lead, self._fed - n)) + block
             self._skipped -= lead
             self._gap, self._lead_room = False, 0
@@ -111,6 +115,18 @@ class WakeTrigger:
             self._backlog.get_nowait()
             self.dropped += 1
         self._backlog.put_nowait((pcm, self._skipped))
+
+    def _aligned(self, lead: int, block: int) -> int:
+        """The lead-in, shortened by less than one scoring step so that the detector (reset before it)
+        scores just before the end of this block, and of every later block of the same length when that
+        is a whole number of steps (60 ms blocks, 30 ms steps): a wake word is seen when it is scored.
+        With 60 ms blocks and no alignment a score waits 0-60 ms for its block to end, 30 on average;
+        aligned, 0 or 30 ms."""
+        first, step = self.detector.first_step, self.detector.step
+        if not step:
+            return lead
+        surplus = (lead + block - first - ALIGN_MARGIN) % step
+        return lead - surplus if surplus <= lead else lead
 
     async def run(self) -> None:
         """Run a heavy detector over the blocks in order, on one worker thread; until cancelled."""
