@@ -92,6 +92,60 @@ def test_frames_the_canceller_silenced_never_count_as_voice() -> None:
     assert any(isinstance(e, SpeechBegan) for e in endpointer.feed(speech()[:32000].tobytes()))
 
 
+def cancel_moved_echo(mic_extra: np.ndarray | None = None) -> tuple[EchoCanceller, np.ndarray]:
+    """A reply heard 100 ms late and 6 dB down; halfway the path moves to 200 ms (the speaker turned,
+    the buffer grew), and AEC3 lets the echo through nearly whole while it finds the new delay."""
+    played = np.tile(speech(), 4).astype(np.float64)
+    half = len(played) // 2
+    mic = np.zeros(len(played))
+    mic[1600:half] = played[: half - 1600] * 0.5
+    mic[half:] = played[half - 3200 : -3200] * 0.5
+    if mic_extra is not None:
+        mic[: len(mic_extra)] += mic_extra
+    mic = np.clip(mic, -32768, 32767).astype(np.int16)
+    far = FarEnd(16000)
+    canceller = EchoCanceller(far)
+    out = bytearray()
+    for i in range(0, len(played) - 320, 320):
+        far.played(played[i : i + 320].astype(np.int16), 10.0 + i / 16000)
+        out.extend(canceller.process(mic[i : i + 320].tobytes(), 10.0 + i / 16000))
+    return canceller, np.frombuffer(bytes(out), dtype=np.int16)
+
+
+def starts(pcm: np.ndarray) -> list[float]:
+    """Seconds into `pcm` at which the AEC-mode endpointer starts speech."""
+    endpointer = Endpointer(VadSettings().effective("aec"), emit_quiet=True)
+    return [
+        (i + 320) / 16000
+        for i in range(0, len(pcm), 320)
+        if any(isinstance(e, SpeechBegan) for e in endpointer.feed(pcm[i : i + 320].tobytes()))
+    ]
+
+
+def test_echo_the_canceller_lets_through_is_silenced_at_the_level_the_speaker_is_heard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    canceller, cleaned = cancel_moved_echo()
+    assert starts(cleaned) == []
+    assert canceller.at_echo_level > 0
+    monkeypatch.setattr("companion.audio.echo.ECHO_MARGIN_DB", float("-inf"))  # no level check
+    _, leaked = cancel_moved_echo()
+    assert starts(leaked)  # without it the moved echo starts a turn
+
+
+def test_a_voice_louder_than_the_echo_passes_the_level_check(espeak: str, tmp_path: Path) -> None:
+    with wave.open(str(make_speech(espeak, "Please stop now", tmp_path / "voice.wav"))) as wav:
+        voice = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).astype(np.float64)
+    echo_rms = np.sqrt(np.mean((speech().astype(np.float64) * 0.5) ** 2))
+    voice *= 2 * echo_rms / np.sqrt(np.mean(voice[voice != 0] ** 2))  # 6 dB over the echo
+    onset = len(speech()) * 2 + 16000  # 1 s after the path moved, while AEC3 still leaks
+    extra = np.zeros(onset + len(voice))
+    extra[onset:] = voice
+    _, cleaned = cancel_moved_echo(extra)
+    began = starts(cleaned)
+    assert began and 0 < began[0] - onset / 16000 <= 0.2
+
+
 def began_at(vad: VadSettings, pcm: np.ndarray, block: int = 320) -> float:
     """Seconds into `pcm` at the end of the 20 ms block in which speech began."""
     endpointer = Endpointer(vad, emit_quiet=True)

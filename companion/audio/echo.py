@@ -35,6 +35,15 @@ IDLE_S = 2.0  # far end silent this long: the canceller rests and the microphone
 # the user's voice passes the canceller nearly whole (a few dB in double talk).
 RESIDUE_DROP_DB = 10.0
 RESIDUE_FLOOR_DBFS = -45.0  # while the device speaks, quieter frames than this are silenced as well
+# What the microphone hears of the speaker, learnt from frames the canceller clearly took echo out of
+# (by CLEAR_ECHO_DB or more): the microphone's level over the loudest far-end frame of the last
+# ECHO_SPAN_FRAMES. A frame no louder than that coupling (its median) + ECHO_MARGIN_DB predicts is the
+# reply's echo even when the canceller let it through; the user's voice over a reply is louder.
+CLEAR_ECHO_DB = 20.0
+ECHO_SPAN_FRAMES = 30  # 300 ms of far end: the delay from the speaker to the microphone, and the room
+ECHO_MARGIN_DB = 3.0
+COUPLING_FRAMES = 300  # clear-echo frames kept for the coupling's median
+COUPLING_MIN = 20  # frames learnt before the level check is used
 ENGINE_MODULE = "pywebrtc_audio"
 REOPEN_S = 0.3  # the speaker's timeline jumped ahead this far: it was closed and opened again
 # The microphone's timeline is followed by reading the far end a few samples ahead or behind per
@@ -163,8 +172,13 @@ class EchoCanceller:
         self._far_heard = -1e9  # monotonic time of the last audible far-end frame
         self._floor = 32768 * 10 ** (RESIDUE_FLOOR_DBFS / 20)
         self._drop = 10 ** (-RESIDUE_DROP_DB / 20)
+        self._clear = 10 ** (-CLEAR_ECHO_DB / 20)
+        self._margin = 10 ** (ECHO_MARGIN_DB / 20)
+        self._recent_far: collections.deque[float] = collections.deque(maxlen=ECHO_SPAN_FRAMES)
+        self._coupling: collections.deque[float] = collections.deque(maxlen=COUPLING_FRAMES)
         self.frames = 0  # 10 ms frames cancelled
         self.silenced = 0  # of those, frames silenced as echo residue
+        self.at_echo_level = 0  # of those, frames silenced by the level check alone
         self.resets = 0
 
     def process(self, block: bytes, captured_at: float | None = None) -> bytes:
@@ -208,17 +222,38 @@ class EchoCanceller:
         out = self._aec.process(near, far)
         self.frames += len(far_rms)
         if self.silence_residue and now - self._far_heard <= ECHO_HOLD_S:
-            out = self._silence_residue(near, out)
+            out = self._silence_residue(near, out, far_rms)
+        else:
+            self._recent_far.extend(far_rms)
         return np.asarray(out, dtype=np.int16).tobytes()
 
-    def _silence_residue(self, near: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def _silence_residue(self, near: np.ndarray, out: np.ndarray, far_rms: np.ndarray) -> np.ndarray:
         frames_in = near.reshape(-1, FRAME)
         frames_out = np.array(out, dtype=np.int16).reshape(-1, FRAME)
         level_in, level_out = _rms(frames_in), _rms(frames_out)
         residue = (level_out < level_in * self._drop) | (level_out < self._floor)
-        frames_out[residue] = 0
-        self.silenced += int(residue.sum())
+        at_echo = self._at_echo_level(level_in, level_out, far_rms) & ~residue
+        frames_out[residue | at_echo] = 0
+        self.silenced += int((residue | at_echo).sum())
+        self.at_echo_level += int(at_echo.sum())
         return frames_out.reshape(-1)
+
+    def _at_echo_level(self, level_in: np.ndarray, level_out: np.ndarray, far_rms: np.ndarray) -> np.ndarray:
+        """Frames no louder than the speaker's echo is here. AEC3 now and then lets a stretch of a reply
+        through nearly whole (seen 0.5-1.4 s into the reply that follows a barge-in, 3-8 dB taken out):
+        enough for the voice detector to start on the device's own voice."""
+        echo_like = np.zeros(len(level_in), dtype=bool)
+        coupling = float(np.median(self._coupling)) if len(self._coupling) >= COUPLING_MIN else None
+        for k, (heard, left, played) in enumerate(zip(level_in, level_out, far_rms, strict=True)):
+            self._recent_far.append(float(played))
+            loudest = max(self._recent_far)
+            if loudest <= FAR_AUDIBLE or heard <= self._floor:
+                continue
+            if left < heard * self._clear:
+                self._coupling.append(heard / loudest)
+            if coupling is not None and heard < coupling * loudest * self._margin:
+                echo_like[k] = True
+        return echo_like
 
 
 # ---------------------------------------------------------------- which mode the device runs in
