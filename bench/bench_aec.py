@@ -4,7 +4,9 @@ the speaker's output comes back into the microphone 100 ms later, 6 dB quieter.
 - `aec_erle_db`: echo return loss enhancement on echo-only audio, in-process (speaker, microphone and
   canceller as the daemon wires them): energy of the raw microphone over the energy of what the voice
   detector is given, over the 10 ms frames that carry echo, for 4 replies with the speaker reopened
-  for each. `aec_erle_aec3_db` is the canceller alone, before echo residue is silenced.
+  for each. `aec_erle_aec3_db` is the canceller alone, before echo residue is silenced. Once nearly
+  every echo frame is silenced the ERLE only says how few were left: `aec_echo_frames_passed_percent`
+  is the share of echo-carrying frames the voice detector is given not silenced.
 - `aec_self_triggers`: replies (of `replies`, mic open) that started a barge-in or a turn by themselves.
 - `aec_barge_in_rate` / `aec_barge_in_latency_ms`: the user's voice (espeak-ng) mixed in 0.6 s into a
   reply: how many of `tries` interrupted it, and the voice's onset → `abort` at the server (p50 / p95 /
@@ -38,12 +40,24 @@ GAIN_DB = -6.0
 ECHO_FRAME_RMS = 100.0  # a 10 ms frame of the raw microphone louder than this carries echo
 
 
-def _energy_db(raw: np.ndarray, out: np.ndarray) -> float:
+def _echo_frames(raw: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 10 ms frames of `raw` that carry echo, and the same frames of `out`."""
     frames = len(raw) // 160
     r = raw[: frames * 160].astype(np.float64).reshape(-1, 160)
     o = out[: frames * 160].astype(np.float64).reshape(-1, 160)
     echo = np.sqrt(np.mean(r**2, axis=1)) > ECHO_FRAME_RMS
-    return round(float(10 * np.log10(np.sum(r[echo] ** 2) / max(1.0, np.sum(o[echo] ** 2)))), 1)
+    return r[echo], o[echo]
+
+
+def _energy_db(raw: np.ndarray, out: np.ndarray) -> float:
+    r, o = _echo_frames(raw, out)
+    return round(float(10 * np.log10(np.sum(r**2) / max(1.0, np.sum(o**2)))), 1)
+
+
+def _passed_percent(raw: np.ndarray, out: np.ndarray) -> float:
+    """Of the frames that carry echo, the share the voice detector is given not silenced."""
+    r, o = _echo_frames(raw, out)
+    return round(100 * float(np.mean(np.any(o != 0, axis=1))), 2) if len(r) else 0.0
 
 
 async def _erle(pulse: Any, replies: int = 4) -> dict[str, Any]:
@@ -92,6 +106,7 @@ async def _erle(pulse: Any, replies: int = 4) -> dict[str, Any]:
     return {
         "aec_erle_db": _energy_db(r, np.frombuffer(bytes(out), dtype=np.int16)[:n]),
         "aec_erle_aec3_db": _energy_db(r, np.frombuffer(bytes(linear), dtype=np.int16)[:n]),
+        "aec_echo_frames_passed_percent": _passed_percent(r, np.frombuffer(bytes(out), dtype=np.int16)[:n]),
         "aec_cpu_us_per_20ms_block": round(cpu[0] / max(1, cpu[1]) * 1e6, 1),
     }
 
