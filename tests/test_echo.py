@@ -92,6 +92,24 @@ def test_frames_the_canceller_silenced_never_count_as_voice() -> None:
     assert any(isinstance(e, SpeechBegan) for e in endpointer.feed(speech()[:32000].tobytes()))
 
 
+def starts(pcm: np.ndarray, vad: VadSettings | None = None, block: int = 320) -> list[float]:
+    """Seconds into `pcm` at the end of each block in which speech began (the AEC-mode endpointer
+    unless `vad` is given)."""
+    endpointer = Endpointer(vad or VadSettings().effective("aec"), emit_quiet=True)
+    return [
+        (i + block) / 16000
+        for i in range(0, len(pcm), block)
+        if any(isinstance(e, SpeechBegan) for e in endpointer.feed(pcm[i : i + block].tobytes()))
+    ]
+
+
+def began_at(vad: VadSettings, pcm: np.ndarray) -> float:
+    """Seconds into `pcm` at the end of the 20 ms block in which speech first began."""
+    began = starts(pcm, vad)
+    assert began, "no speech start"
+    return began[0]
+
+
 def cancel_moved_echo(mic_extra: np.ndarray | None = None) -> tuple[EchoCanceller, np.ndarray]:
     """A reply heard 100 ms late and 6 dB down; halfway the path moves to 200 ms (the speaker turned,
     the buffer grew), and AEC3 lets the echo through nearly whole while it finds the new delay."""
@@ -110,16 +128,6 @@ def cancel_moved_echo(mic_extra: np.ndarray | None = None) -> tuple[EchoCancelle
         far.played(played[i : i + 320].astype(np.int16), 10.0 + i / 16000)
         out.extend(canceller.process(mic[i : i + 320].tobytes(), 10.0 + i / 16000))
     return canceller, np.frombuffer(bytes(out), dtype=np.int16)
-
-
-def starts(pcm: np.ndarray) -> list[float]:
-    """Seconds into `pcm` at which the AEC-mode endpointer starts speech."""
-    endpointer = Endpointer(VadSettings().effective("aec"), emit_quiet=True)
-    return [
-        (i + 320) / 16000
-        for i in range(0, len(pcm), 320)
-        if any(isinstance(e, SpeechBegan) for e in endpointer.feed(pcm[i : i + 320].tobytes()))
-    ]
 
 
 def test_echo_the_canceller_lets_through_is_silenced_at_the_level_the_speaker_is_heard(
@@ -144,15 +152,6 @@ def test_a_voice_louder_than_the_echo_passes_the_level_check(espeak: str, tmp_pa
     _, cleaned = cancel_moved_echo(extra)
     began = starts(cleaned)
     assert began and 0 < began[0] - onset / 16000 <= 0.2
-
-
-def began_at(vad: VadSettings, pcm: np.ndarray, block: int = 320) -> float:
-    """Seconds into `pcm` at the end of the 20 ms block in which speech began."""
-    endpointer = Endpointer(vad, emit_quiet=True)
-    for start in range(0, len(pcm), block):
-        if any(isinstance(e, SpeechBegan) for e in endpointer.feed(pcm[start : start + block].tobytes())):
-            return (start + block) / 16000
-    raise AssertionError("no speech start")
 
 
 def test_with_aec_speech_starts_on_5_voiced_of_7_frames_of_20_ms_unless_the_user_set_the_trigger() -> None:

@@ -233,8 +233,9 @@ class EchoCanceller:
         level_in, level_out = _rms(frames_in), _rms(frames_out)
         residue = (level_out < level_in * self._drop) | (level_out < self._floor)
         at_echo = self._at_echo_level(level_in, level_out, far_rms) & ~residue
-        frames_out[residue | at_echo] = 0
-        self.silenced += int((residue | at_echo).sum())
+        silence = residue | at_echo
+        frames_out[silence] = 0
+        self.silenced += int(silence.sum())
         self.at_echo_level += int(at_echo.sum())
         return frames_out.reshape(-1)
 
